@@ -1,0 +1,1 @@
+"""spidernet_ray: hardware-aware neural architecture search on Ray Tune."""

@@ -1,0 +1,78 @@
+"""Checkpoints: genome JSON + safetensors weights, so loading never executes pickled code.
+
+A checkpoint directory holds ``genome.json``, ``weights.safetensors`` and ``network.json`` (what
+kind of network it is and the settings needed to rebuild it exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from spidernet_ray.genome import Genome, GenomeError
+from spidernet_ray.supernet import CellNetwork, DiscreteNet, SuperNet
+
+GENOME_FILE = "genome.json"
+WEIGHTS_FILE = "weights.safetensors"
+NETWORK_FILE = "network.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated or does not match its genome."""
+
+
+def _write_atomic(path: Path, write) -> None:
+    # Write beside the target and rename, so a crash never leaves a half-written checkpoint file.
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(model: CellNetwork, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, SuperNet):
+        network = {"kind": "supernet", "gate": model.gate_kind, "gate_scale": model.gate_scale, "window": model.window}
+    else:
+        edge_ops = [[k, s, d, list(ops)] for (k, s, d), ops in model.edge_ops.items()]
+        network = {"kind": "discrete", "edge_ops": edge_ops}
+    network["drop_path"] = model.drop_path_prob
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    _write_atomic(directory / GENOME_FILE, lambda p: p.write_text(model.genome.to_json()))
+    _write_atomic(directory / NETWORK_FILE, lambda p: p.write_text(json.dumps(network)))
+    return directory
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> CellNetwork:
+    """Rebuild the network a checkpoint describes and load its weights (no pickle involved)."""
+    directory = Path(directory)
+    files = [directory / GENOME_FILE, directory / WEIGHTS_FILE, directory / NETWORK_FILE]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {directory} lacks {', '.join(missing)}")
+    try:
+        genome = Genome.from_json((directory / GENOME_FILE).read_text())
+        network = json.loads((directory / NETWORK_FILE).read_text())
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (GenomeError, json.JSONDecodeError, SafetensorError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {directory} is unreadable: {exc}") from None
+    if network.get("kind") == "supernet":
+        model = SuperNet(genome, gate=network["gate"], drop_path=network["drop_path"], window=network["window"])
+        model.set_gate_scale(network["gate_scale"])
+    elif network.get("kind") == "discrete":
+        edge_ops = {(k, s, d): tuple(ops) for k, s, d, ops in network["edge_ops"]}
+        model = DiscreteNet(genome, edge_ops, drop_path=network["drop_path"])
+    else:
+        raise CheckpointError(f"checkpoint {directory}: unknown network kind {network.get('kind')!r}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {directory}: weights do not match the genome ({first})") from None
+    return model.to(device)

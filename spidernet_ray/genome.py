@@ -1,0 +1,329 @@
+"""Architecture genome: an immutable, JSON-serialisable description of a network.
+
+A genome fixes the macro structure (R reduction cells after one normal cell, initial channels C,
+input shape, class count) and, per cell, a DAG of nodes whose edges carry the set of surviving
+operation names. Node ids inside a cell: the inputs are 0..n_inputs-1 (the stem output and every
+earlier cell's output), the output node is ``n_inputs``, internal nodes are larger ids.
+
+Genomes never change in place: ``split_edge`` (growth) and ``remove_op`` (pruning) return new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from spidernet_ray.ops import OPS
+
+FORMAT_VERSION = 1
+
+
+class GenomeError(ValueError):
+    """A genome that does not describe a buildable network."""
+
+
+@dataclass(frozen=True, order=True)
+class Edge:
+    src: int
+    dst: int
+    ops: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.src, self.dst)
+
+
+@dataclass(frozen=True)
+class Cell:
+    n_inputs: int
+    reduction: bool
+    nodes: tuple[int, ...]  # internal node ids (inputs and output excluded)
+    edges: tuple[Edge, ...]
+
+    @property
+    def output(self) -> int:
+        return self.n_inputs
+
+    @property
+    def inputs(self) -> range:
+        return range(self.n_inputs)
+
+    def edge(self, src: int, dst: int) -> Edge:
+        for e in self.edges:
+            if e.key == (src, dst):
+                return e
+        raise GenomeError(f"cell has no edge {src}->{dst}")
+
+    def topological_order(self) -> list[int]:
+        """Internal nodes then the output, each after all of its predecessors (raises on a cycle)."""
+        pending = set(self.nodes) | {self.output}
+        done = set(self.inputs)
+        order = []
+        while pending:
+            ready = sorted(n for n in pending if all(e.src in done for e in self.edges if e.dst == n))
+            if not ready:
+                raise GenomeError(f"cell has a cycle through nodes {sorted(pending)}")
+            order.extend(ready)
+            done.update(ready)
+            pending.difference_update(ready)
+        return order
+
+    def reachable_from_inputs(self) -> set[int]:
+        seen = set(self.inputs)
+        frontier = list(seen)
+        while frontier:
+            node = frontier.pop()
+            for e in self.edges:
+                if e.src == node and e.dst not in seen:
+                    seen.add(e.dst)
+                    frontier.append(e.dst)
+        return seen
+
+    def reaching_output(self) -> set[int]:
+        seen = {self.output}
+        frontier = [self.output]
+        while frontier:
+            node = frontier.pop()
+            for e in self.edges:
+                if e.dst == node and e.src not in seen:
+                    seen.add(e.src)
+                    frontier.append(e.src)
+        return seen
+
+    def without_orphans(self) -> Cell:
+        """Drop internal nodes that lost their path from an input or to the output, with their edges."""
+        live = self.reachable_from_inputs() & self.reaching_output()
+        nodes = tuple(n for n in self.nodes if n in live)
+        keep = live | set(self.inputs) | {self.output}
+        edges = tuple(e for e in self.edges if e.src in keep and e.dst in keep)
+        return replace(self, nodes=nodes, edges=edges)
+
+
+@dataclass(frozen=True)
+class Genome:
+    reductions: int
+    channels: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    cells: tuple[Cell, ...] = field(default=())
+
+    def __post_init__(self):
+        # Canonical form (sorted nodes, edges and ops) so equal architectures compare and hash equal.
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        cells = tuple(
+            replace(
+                c,
+                nodes=tuple(sorted(c.nodes)),
+                edges=tuple(sorted(Edge(e.src, e.dst, tuple(sorted(set(e.ops)))) for e in c.edges)),
+            )
+            for c in self.cells
+        )
+        object.__setattr__(self, "cells", cells)
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self) -> None:
+        if self.channels <= 0:
+            raise GenomeError(f"channels must be positive, got {self.channels}")
+        if self.reductions < 0:
+            raise GenomeError(f"reductions must be >= 0, got {self.reductions}")
+        if self.num_classes < 2:
+            raise GenomeError(f"num_classes must be >= 2, got {self.num_classes}")
+        if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
+            raise GenomeError(f"input_shape must be three positive sizes (C, H, W), got {self.input_shape}")
+        side = min(self.input_shape[1:])
+        if 2**self.reductions > side:
+            raise GenomeError(
+                f"{self.reductions} reductions halve a {side}px input below 1px; "
+                f"at most {side.bit_length() - 1} fit"
+            )
+        if len(self.cells) != self.reductions + 1:
+            raise GenomeError(f"expected {self.reductions + 1} cells for R={self.reductions}, got {len(self.cells)}")
+        for index, cell in enumerate(self.cells):
+            self._validate_cell(index, cell)
+
+    @staticmethod
+    def _validate_cell(index: int, cell: Cell) -> None:
+        where = f"cell {index}"
+        if cell.n_inputs != index + 1:
+            raise GenomeError(f"{where}: densely connected cells take {index + 1} inputs, got {cell.n_inputs}")
+        if cell.reduction != (index > 0):
+            raise GenomeError(f"{where}: cell 0 is normal and every later cell a reduction cell")
+        if any(n <= cell.output for n in cell.nodes):
+            raise GenomeError(f"{where}: internal node ids must be > {cell.output}, got {list(cell.nodes)}")
+        known = set(cell.inputs) | {cell.output} | set(cell.nodes)
+        seen = set()
+        for e in cell.edges:
+            if e.src not in known or e.dst not in known:
+                raise GenomeError(f"{where}: edge {e.src}->{e.dst} refers to a missing node")
+            if e.dst in cell.inputs:
+                raise GenomeError(f"{where}: edge {e.src}->{e.dst} enters an input node")
+            if e.src == cell.output:
+                raise GenomeError(f"{where}: edge {e.src}->{e.dst} leaves the output node")
+            if e.key in seen:
+                raise GenomeError(f"{where}: duplicate edge {e.src}->{e.dst}")
+            seen.add(e.key)
+            if not e.ops:
+                raise GenomeError(f"{where}: edge {e.src}->{e.dst} has no operations")
+            unknown = [op for op in e.ops if op not in OPS]
+            if unknown:
+                raise GenomeError(f"{where}: unknown operation {unknown[0]!r}; known: {', '.join(sorted(OPS))}")
+        cell.topological_order()  # raises on a cycle
+        from_inputs, to_output = cell.reachable_from_inputs(), cell.reaching_output()
+        if cell.output not in from_inputs:
+            raise GenomeError(f"{where}: no path from an input to the output node")
+        for n in cell.nodes:
+            if n not in from_inputs or n not in to_output:
+                raise GenomeError(f"{where}: node {n} has no path from an input to the output")
+
+    # -- identity and serialisation ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "version": FORMAT_VERSION,
+            "reductions": self.reductions,
+            "channels": self.channels,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "cells": [
+                {
+                    "n_inputs": c.n_inputs,
+                    "reduction": c.reduction,
+                    "nodes": list(c.nodes),
+                    "edges": [{"src": e.src, "dst": e.dst, "ops": list(e.ops)} for e in c.edges],
+                }
+                for c in self.cells
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Genome:
+        if not isinstance(data, dict):
+            raise GenomeError("genome JSON must be an object")
+        if data.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+            raise GenomeError(f"unsupported genome version {data.get('version')!r}")
+        expected = {"version", "reductions", "channels", "input_shape", "num_classes", "cells"}
+        unknown = set(data) - expected
+        if unknown:
+            raise GenomeError(f"unknown genome key(s): {', '.join(sorted(unknown))}")
+        missing = expected - {"version"} - set(data)
+        if missing:
+            raise GenomeError(f"genome JSON lacks key(s): {', '.join(sorted(missing))}")
+        try:
+            cells = tuple(
+                Cell(
+                    n_inputs=int(c["n_inputs"]),
+                    reduction=bool(c["reduction"]),
+                    nodes=tuple(int(n) for n in c["nodes"]),
+                    edges=tuple(Edge(int(e["src"]), int(e["dst"]), tuple(str(o) for o in e["ops"])) for e in c["edges"]),
+                )
+                for c in data["cells"]
+            )
+            return cls(
+                reductions=int(data["reductions"]),
+                channels=int(data["channels"]),
+                input_shape=tuple(int(v) for v in data["input_shape"]),
+                num_classes=int(data["num_classes"]),
+                cells=cells,
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise GenomeError(f"malformed genome JSON: {exc!r}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Genome:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GenomeError(f"genome is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @cached_property
+    def hash(self) -> str:
+        """Stable content hash: equal architectures hash equal across processes and versions."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    # -- derived structure ------------------------------------------------------------------
+    def cell_channels(self, index: int) -> int:
+        return self.channels * 2**index
+
+    def cell_resolution(self, index: int) -> tuple[int, int]:
+        """Spatial size of cell ``index``'s output (each reduction halves it, rounding up)."""
+        h, w = self.input_shape[1:]
+        for _ in range(index):
+            h, w = -(-h // 2), -(-w // 2)
+        return h, w
+
+    def ops_alive(self) -> int:
+        return sum(len(e.ops) for c in self.cells for e in c.edges)
+
+    def candidate_splits(self, cell: int) -> list[tuple[int, int]]:
+        """Every edge of the cell can be split."""
+        return [e.key for e in self.cells[cell].edges]
+
+    # -- mutations --------------------------------------------------------------------------
+    def split_edge(self, cell: int, src: int, dst: int, ops: tuple[str, ...] | None = None) -> Genome:
+        """Growth: keep edge src->dst and add a path src->new->dst whose edges carry every candidate op."""
+        c = self._cell(cell)
+        c.edge(src, dst)  # raises if absent
+        new = max((c.output, *c.nodes)) + 1
+        fresh = tuple(ops) if ops is not None else default_candidates()
+        edges = c.edges + (Edge(src, new, fresh), Edge(new, dst, fresh))
+        return self._with_cell(cell, replace(c, nodes=c.nodes + (new,), edges=edges))
+
+    def remove_op(self, cell: int, src: int, dst: int, op: str) -> Genome:
+        """Pruning: drop one op; an edge left empty goes, and so do nodes orphaned by that.
+
+        Raises GenomeError when the removal would cut every path from the inputs to the output.
+        """
+        c = self._cell(cell)
+        edge = c.edge(src, dst)
+        if op not in edge.ops:
+            raise GenomeError(f"cell {cell}: edge {src}->{dst} has no operation {op!r}")
+        remaining = tuple(o for o in edge.ops if o != op)
+        edges = tuple(
+            (Edge(src, dst, remaining) if e.key == (src, dst) else e) for e in c.edges if e.key != (src, dst) or remaining
+        )
+        pruned = replace(c, edges=edges)
+        if c.output not in pruned.reachable_from_inputs():
+            raise GenomeError(f"cell {cell}: removing {op} from {src}->{dst} disconnects the output")
+        return self._with_cell(cell, pruned.without_orphans())
+
+    def with_channels(self, channels: int) -> Genome:
+        return replace(self, channels=channels)
+
+    def _cell(self, index: int) -> Cell:
+        if not 0 <= index < len(self.cells):
+            raise GenomeError(f"no cell {index}; the genome has {len(self.cells)}")
+        return self.cells[index]
+
+    def _with_cell(self, index: int, cell: Cell) -> Genome:
+        cells = list(self.cells)
+        cells[index] = cell
+        return replace(self, cells=tuple(cells))
+
+
+def default_candidates() -> tuple[str, ...]:
+    """Every registered operation (the seven defaults plus any the user registered)."""
+    return tuple(sorted(OPS))
+
+
+def initial_genome(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    reductions: int = 2,
+    channels: int = 16,
+    ops: tuple[str, ...] | None = None,
+) -> Genome:
+    """The starting network: in each cell every input feeds one internal node, which feeds the output."""
+    candidates = tuple(ops) if ops is not None else default_candidates()
+    cells = []
+    for index in range(reductions + 1):
+        n_inputs = index + 1
+        output, node = n_inputs, n_inputs + 1
+        edges = tuple(Edge(i, node, candidates) for i in range(n_inputs)) + (Edge(node, output, candidates),)
+        cells.append(Cell(n_inputs=n_inputs, reduction=index > 0, nodes=(node,), edges=edges))
+    return Genome(reductions, channels, tuple(input_shape), num_classes, tuple(cells))
