@@ -21,7 +21,6 @@ This module knows nothing about Ray: sharing ``DataSplits`` between workers is t
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import pickle
 import struct
@@ -328,7 +327,7 @@ def read_cifar_pickle(path: Path) -> dict[bytes, object]:
     """One file of the CIFAR 'python version': a pickled dict with bytes keys."""
     try:
         with path.open("rb") as stream:
-            content = _ArrayUnpickler(io.BytesIO(stream.read()), encoding="bytes").load()
+            content = _ArrayUnpickler(stream, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as error:
         raise DataError(f"{path}: not a readable CIFAR python pickle ({error})") from error
     if not isinstance(content, dict):
@@ -345,7 +344,10 @@ def _cifar_field(path: Path, content: dict, key: bytes):
 def _cifar_images_and_labels(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     content = read_cifar_pickle(path)
     data = np.asarray(_cifar_field(path, content, b"data"))
-    labels = np.asarray(_cifar_field(path, content, label_key), dtype=np.int64)
+    try:
+        labels = np.asarray(_cifar_field(path, content, label_key), dtype=np.int64)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: {label_key!r} is not a list of integer labels ({error})") from error
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(
             f"{path}: expected b'data' uint8 (N, 3072) and N labels, got {data.dtype} {data.shape} and {labels.shape}"
@@ -428,8 +430,11 @@ def _download_with_torchvision(dataset: str, root: Path) -> None:
             f"install the 'vision' extra or place the files under {root} yourself"
         ) from error
     class_name, options = _TORCHVISION_DATASETS[dataset]
-    for train in (True, False):
-        getattr(torchvision.datasets, class_name)(str(root), train=train, download=True, **options)
+    try:
+        for train in (True, False):
+            getattr(torchvision.datasets, class_name)(str(root), train=train, download=True, **options)
+    except Exception as error:  # network and archive failures come as many types
+        raise DataError(f"{dataset}: torchvision could not download the files into {root} ({error})") from error
 
 
 # --------------------------------------------------------------------------------------------------
