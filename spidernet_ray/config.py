@@ -1,0 +1,184 @@
+"""The run description: one typed object, built once from defaults, a config file and flags, validated once.
+
+Config files are TOML whose keys are the long flag names with underscores (``population = 8``);
+flags given on the command line override the file, the file overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from spidernet_ray.pareto import parse_objectives
+
+STRATEGIES = ("spidernet",)
+GATES = ("hard", "sigmoid")
+
+
+class ConfigError(ValueError):
+    """Bad input in a flag or a config file; reported in one line before anything runs."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    # What to search on
+    dataset: str = "digits"
+    data_root: str | None = None
+    subset: int | None = None
+    val_fraction: float = 0.1
+    download: bool = False
+    # Search space and budget
+    strategy: str = "spidernet"
+    reductions: int = 2
+    channels: int = 8
+    population: int = 4
+    rounds: int = 6
+    epochs_per_round: int = 2
+    batch_size: int = 64
+    # Training recipe (lr, weight_decay, drop_path are the perturbed hyperparameters)
+    lr: float = 0.05
+    weight_decay: float = 3e-4
+    drop_path: float = 0.0
+    momentum: float = 0.9
+    gate: str = "hard"
+    pressure: float = 1e-3  # initial lambda of the resource-weighted gate pressure; 0 turns it off
+    pressure_mu: float = 1.0
+    deadhead_window: int = 1
+    initial_splits: int = 2  # random splits per member at the start, so the population starts diverse
+    candidates_per_cell: int = 2
+    # Hardware budgets and objectives
+    latency_budget_ms: float | None = None
+    memory_budget_mb: float | None = None
+    latency_batch_size: int = 1
+    objectives: tuple[str, ...] = ("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb")
+    quantile_fraction: float = 0.25
+    # Where and how it runs
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: float = 0
+    cpus_per_trial: float = 1
+    gpus_per_trial: float | None = None
+    storage_path: str = "~/spidernet_runs"
+    name: str | None = None
+    resume: bool = False
+    seed: int = 0
+    verbose: int = 0
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        budgets = {}
+        if self.latency_budget_ms is not None:
+            budgets["latency_ms"] = self.latency_budget_ms
+        if self.memory_budget_mb is not None:
+            budgets["peak_memory_mb"] = self.memory_budget_mb
+        return budgets
+
+    @property
+    def trial_gpus(self) -> float:
+        """GPUs per trial: as given, else the total spread over the population (at most 1 each)."""
+        if self.gpus_per_trial is not None:
+            return self.gpus_per_trial
+        if self.num_gpus <= 0:
+            return 0.0
+        return min(1.0, self.num_gpus / self.population)
+
+    @property
+    def experiment_path(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+    def validate(self) -> SearchConfig:
+        positive_ints = ["reductions", "channels", "population", "rounds", "epochs_per_round", "batch_size",
+                         "deadhead_window", "candidates_per_cell", "latency_batch_size"]
+        for name in positive_ints:
+            value = getattr(self, name)
+            if name == "reductions" and value == 0:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
+        for name in ["lr", "cpus_per_trial"]:
+            if not _finite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{_flag(name)} must be a positive number, got {getattr(self, name)!r}")
+        for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits"]:
+            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be a non-negative number, got {getattr(self, name)!r}")
+        for name in ["latency_budget_ms", "memory_budget_mb", "gpus_per_trial", "num_cpus", "subset"]:
+            value = getattr(self, name)
+            if value is not None and (not _finite(value) or value <= 0):
+                raise ConfigError(f"{_flag(name)} must be a positive number, got {value!r}")
+        if not 0 <= self.drop_path < 1:
+            raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction!r}")
+        if not 0 < self.quantile_fraction <= 0.5:
+            raise ConfigError(f"--quantile-fraction must be in (0, 0.5], got {self.quantile_fraction!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.gate not in GATES:
+            raise ConfigError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)}")
+        if self.population < 2:
+            raise ConfigError(f"--population must be at least 2 for a population search, got {self.population}")
+        try:
+            parse_objectives(self.objectives)
+        except ValueError as exc:
+            raise ConfigError(f"--objectives: {exc}") from None
+        if self.resume and not self.name:
+            raise ConfigError("--resume needs --name of the experiment to continue")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(SearchConfig)}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a TOML config; unknown keys and unreadable files are ConfigErrors."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is unreadable: {exc.__class__.__name__}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}")
+    if "objectives" in data:
+        data["objectives"] = tuple(data["objectives"])
+    return data
+
+
+def build_config(file_values: dict, flag_values: dict) -> SearchConfig:
+    """Defaults <- config file <- flags (flags given as None are 'not given')."""
+    values = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    for key, value in values.items():
+        _check_type(key, value)
+    config = SearchConfig(**values)
+    if not config.name:
+        from datetime import datetime
+
+        config = dataclasses.replace(config, name=f"{config.strategy}-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
+    return config.validate()
+
+
+def _check_type(key: str, value) -> None:
+    kind = FIELD_TYPES[key]
+    expected = {
+        "int": int, "float": (int, float), "str": str, "bool": bool,
+        "str | None": str, "int | None": int, "float | None": (int, float), "tuple[str, ...]": tuple,
+    }[kind]
+    if isinstance(value, bool) and kind != "bool":
+        raise ConfigError(f"{_flag(key)} must be {kind.split(' ')[0]}, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{_flag(key)} must be {kind.split(' ')[0]}, got {value!r}")

@@ -1,0 +1,581 @@
+"""Results of a search run: tables, the Pareto front, a plot and a summary, beside Ray's own files.
+
+After ``tuner.fit()`` the launcher calls ``write_results(experiment_dir, objectives, budgets)`` on
+Ray's experiment directory ``<storage>/<name>/``. It holds one sub-directory per trial, the
+launcher's ``rows.jsonl`` (one JSON object per reported round of any trial) and the scheduler's
+``scheduler_state.json``. This module reads them (no Ray import) and writes, in the same directory:
+
+    trials.parquet     every reported row of every trial
+    pareto.parquet     the Pareto front of feasible architectures (one row per architecture)
+    genealogy.parquet  who cloned whom, with which mutation (from the scheduler state)
+    pareto.png         val accuracy against latency and against peak memory, the front highlighted
+    summary.md         counts, the best member and the front as a markdown table
+
+Every file is written to a temporary name and moved into place, so a crash never leaves half a file.
+All ranking goes through ``spidernet_ray.pareto``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spidernet_ray.pareto import (
+    Objective,
+    budget_violation,
+    hypervolume,
+    nondominated_sort,
+    objective_matrix,
+    parse_objectives,
+    rank_population,
+)
+
+logger = logging.getLogger(__name__)
+
+# Every reported row, appended by the launcher's callback. Ray's own per-trial result.json is not
+# used: it loses rows when a paused trial moves to another actor and its folder is re-synced.
+ROWS_FILE = "rows.jsonl"
+STATE_FILE = "scheduler_state.json"
+TRIALS_FILE = "trials.parquet"
+PARETO_FILE = "pareto.parquet"
+GENEALOGY_FILE = "genealogy.parquet"
+PLOT_FILE = "pareto.png"
+SUMMARY_FILE = "summary.md"
+
+# Scalar hyperparameters kept from each row's nested ``config`` (as ``config_<key>`` columns).
+CONFIG_KEYS = ("lr", "weight_decay", "drop_path", "seed")
+# What a front entry keeps of its row; the objective metrics are added after val_accuracy.
+FRONT_KEYS = (
+    "trial_id", "trial_dir", "training_iteration", "val_accuracy", "latency_ms", "peak_memory_mb",
+    "params", "flops", "ops_alive", "genome_hash", "genome",
+)
+
+_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+# Column types of the keys we know. A column whose values do not fit its declared type, and any
+# unknown column, gets a type inferred from its values instead (strings as the last resort).
+ROW_TYPES: dict[str, pa.DataType] = {
+    "trial_id": _S, "trial_dir": _S, "training_iteration": _I,
+    # what the trainable reports
+    "val_accuracy": _F, "val_loss": _F, "train_loss": _F, "train_seconds": _F,
+    "latency_ms": _F, "latency_spread_ms": _F, "peak_memory_mb": _F, "memory_method": _S,
+    "params": _I, "flops": _I, "batch_size": _I, "latency_batch_size": _I, "device": _S,
+    "ops_alive": _I, "ops_open": _I, "ops_deleted": _I,
+    "genome": _S, "supernet_genome": _S, "genome_hash": _S,
+    "budget_violation": _F, "feasible": _B, "fitness": _F, "diverged": _B, "reason": _S,
+    "lr": _F, "weight_decay": _F, "drop_path": _F,
+    "mutation": _S, "parent_trial": _S, "split_applied": _B, "split_refused_budget": _I,
+    "config_lr": _F, "config_weight_decay": _F, "config_drop_path": _F, "config_seed": _I,
+}
+RAY_TYPES: dict[str, pa.DataType] = {
+    "time_total_s": _F, "time_this_iter_s": _F, "time_since_restore": _F,
+    "iterations_since_restore": _I, "timestamp": _I, "date": _S, "done": _B, "pid": _I,
+    "hostname": _S, "node_ip": _S, "experiment_tag": _S, "checkpoint_dir_name": _S,
+}
+GENEALOGY_TYPES: dict[str, pa.DataType] = {
+    "time": _F, "round": _I, "child": _S, "donor": _S, "donor_genome_hash": _S,
+    "mutation_id": _S, "mutation_kind": _S, "lr": _F, "weight_decay": _F, "drop_path": _F,
+}
+COLUMN_TYPES = {**ROW_TYPES, **RAY_TYPES, **GENEALOGY_TYPES}
+
+
+@dataclass
+class Summary:
+    """What ``write_results`` wrote and found."""
+
+    run_name: str
+    paths: dict[str, Path]  # "trials", "pareto", "genealogy", "plot", "summary" -> file
+    n_rows: int
+    n_trials: int  # trial directories, reporting or not
+    n_rounds: int  # highest training_iteration reported
+    n_exploits: int  # genealogy entries: clones of a donor into a weaker trial
+    n_refused_splits: int  # splits not applied because they would break a budget
+    front: list[dict[str, Any]] = field(default_factory=list)  # best val accuracy first
+    best: dict[str, Any] | None = None  # the front member with the best val accuracy
+    table_markdown: str = ""
+
+    def __repr__(self) -> str:
+        return (f"Summary({self.run_name!r}: {self.n_rows} rows from {self.n_trials} trials, "
+                f"{len(self.front)} on the front)")
+
+
+# -- reading ------------------------------------------------------------------------------------
+def trial_dirs(experiment_dir: str | os.PathLike) -> list[Path]:
+    """Ray's trial directories in the experiment directory (those with params.json)."""
+    experiment_dir = Path(experiment_dir)
+    return sorted(path for path in experiment_dir.iterdir() if path.is_dir() and (path / "params.json").exists())
+
+
+def _read_result_file(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file; undecodable lines (a driver that died mid-write) skipped."""
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)  # Python's json reads NaN and Infinity tokens
+            except json.JSONDecodeError:
+                logger.warning("skipping undecodable line %d of %s", number, path)
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _flatten(row: Mapping[str, Any], trial_dir: str) -> dict[str, Any]:
+    """One table row: the nested config reduced to its config_* scalars, other nesting as JSON text."""
+    flat: dict[str, Any] = {"trial_id": row.get("trial_id", trial_dir), "trial_dir": trial_dir}
+    for key, value in row.items():
+        if key == "config":
+            continue
+        flat[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+    config = row.get("config")
+    if isinstance(config, Mapping):
+        for key in CONFIG_KEYS:
+            value = config.get(key)
+            if isinstance(value, (bool, int, float, str)):
+                flat[f"config_{key}"] = value
+    return flat
+
+
+def read_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every reported row of every trial (from rows.jsonl), flat, sorted by (trial_id, training_iteration).
+
+    Each row gains ``trial_dir`` (the trial's directory name, where Ray keeps its checkpoints) and
+    loses the nested ``config``, of which lr, weight_decay, drop_path and seed are kept as
+    ``config_*`` columns.
+    """
+    experiment_dir = Path(experiment_dir)
+    path = experiment_dir / ROWS_FILE
+    if not path.exists():
+        return []
+    dirs = [d.name for d in trial_dirs(experiment_dir)]
+    keyed = []
+    for line_index, row in enumerate(_read_result_file(path)):
+        trial_dir = next((name for name in dirs if f"_{row.get('trial_id')}_" in name), "")
+        flat = _flatten(row, trial_dir)
+        iteration = flat.get("training_iteration")
+        iteration = iteration if isinstance(iteration, (int, float)) else math.inf
+        # A clone restores its donor's iteration count, so file order breaks ties.
+        keyed.append(((str(flat["trial_id"]), iteration, line_index), flat))
+    keyed.sort(key=lambda item: item[0])
+    return [row for _, row in keyed]
+
+
+def read_state(experiment_dir: str | os.PathLike) -> dict[str, Any]:
+    """The scheduler's saved state, or an empty one (no genealogy) when the file is missing."""
+    path = Path(experiment_dir) / STATE_FILE
+    if not path.exists():
+        return {"genealogy": [], "archive": None, "scores": {}}
+    return json.loads(path.read_text())
+
+
+def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The scheduler's genealogy, one flat dict per exploit (the GENEALOGY_TYPES keys)."""
+    entries = []
+    for entry in read_state(experiment_dir).get("genealogy") or []:
+        mutation = entry.get("mutation")
+        mutation = mutation if isinstance(mutation, Mapping) else {}
+        flat = {key: entry.get(key) for key in GENEALOGY_TYPES}
+        flat["mutation_id"] = mutation.get("id")
+        flat["mutation_kind"] = mutation.get("kind")
+        entries.append(flat)
+    return entries
+
+
+# -- the front ----------------------------------------------------------------------------------
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _eligible(rows: Iterable[Mapping[str, Any]], objectives: Sequence[Objective],
+              budgets: Mapping[str, float] | None) -> list[Mapping[str, Any]]:
+    """Rows of feasible, non-diverged architectures whose objective metrics were all measured.
+
+    Feasibility is recomputed from ``budgets`` (the row's own ``feasible`` flag is not trusted, so
+    the same run can be read under other budgets); no budgets means every row is within budget.
+    """
+    return [
+        row for row in rows
+        if not row.get("diverged")
+        and budget_violation(row, budgets) == 0
+        and all(_is_finite_number(row.get(objective.metric)) for objective in objectives)
+    ]
+
+
+def _sort_by_accuracy(entries: list[dict[str, Any]], objectives: Sequence[Objective]) -> list[dict[str, Any]]:
+    """Best val accuracy first; ties in the order of the objectives (each in its own direction)."""
+    values = objective_matrix(entries, objectives)
+    accuracy = [-float(entry["val_accuracy"]) if _is_finite_number(entry.get("val_accuracy")) else math.inf
+                for entry in entries]
+    # lexsort's last key is the primary one.
+    order = np.lexsort((*values.T[::-1], np.asarray(accuracy, dtype=float)))
+    return [entries[index] for index in order]
+
+
+def pareto_front(
+    rows: Sequence[Mapping[str, Any]],
+    objectives: Iterable[str | Objective],
+    budgets: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The non-dominated feasible architectures seen in any round of any trial.
+
+    Rows that are diverged, over a budget (``budget_violation(row, budgets) > 0``) or lack a finite
+    objective metric are left out. Each architecture (``genome_hash``) is represented by its best
+    row under ``rank_population`` over all remaining rows; the front is the first non-dominated front
+    of those representatives. Entries keep FRONT_KEYS plus the objective metrics, best val accuracy
+    first.
+    """
+    objectives = parse_objectives(objectives)
+    eligible = _eligible(rows, objectives, budgets)
+    if not eligible:
+        return []
+    representatives: dict[Any, int] = {}
+    for index in rank_population(objective_matrix(eligible, objectives)):
+        row = eligible[index]
+        key = row.get("genome_hash") or ("no hash", row.get("trial_id"), row.get("training_iteration"), index)
+        representatives.setdefault(key, int(index))
+    kept = [eligible[index] for index in sorted(representatives.values())]
+    first_front = nondominated_sort(objective_matrix(kept, objectives))[0]
+    keys = list(dict.fromkeys((*FRONT_KEYS[:4], *(o.metric for o in objectives), *FRONT_KEYS[4:])))
+    front = [{key: kept[index].get(key) for key in keys} for index in first_front]
+    return _sort_by_accuracy(front, objectives)
+
+
+def hypervolume_of(
+    rows_or_front: Sequence[Mapping[str, Any]],
+    objectives: Iterable[str | Objective] = ("max:val_accuracy", "min:latency_ms"),
+    *,
+    reference: Sequence[float],
+    budgets: Mapping[str, float] | None = None,
+) -> float:
+    """Hypervolume dominated by the feasible rows, in "error" units, bounded by ``reference``.
+
+    Convention: every objective is turned into a cost to minimise; a "max" objective (a fraction
+    such as val_accuracy) becomes its complement ``1 - value`` (val error), a "min" objective stays
+    as it is. ``reference`` is given in those units, one value per objective: with the default
+    objectives ``reference=(1.0, 20.0)`` means "val error 100 %, latency 20 ms", and the result is
+    in error x milliseconds. Diverged rows, rows over ``budgets`` and rows with a missing metric add
+    nothing, nor does a point not strictly better than the reference in every coordinate. Keep the
+    reference fixed to compare runs.
+    """
+    objectives = parse_objectives(objectives)
+    if len(reference) != len(objectives):
+        raise ValueError(f"reference needs one value per objective ({len(objectives)}), got {len(reference)}")
+    eligible = _eligible(rows_or_front, objectives, budgets)
+    costs = objective_matrix(eligible, objectives).reshape(len(eligible), len(objectives))
+    for column, objective in enumerate(objectives):
+        if objective.mode == "max":
+            costs[:, column] += 1.0  # objective_matrix holds -value; the cost is 1 - value
+    return hypervolume(costs, reference)
+
+
+# -- markdown -----------------------------------------------------------------------------------
+FRONT_TABLE_HEADER = (
+    "| rank | trial | round | val acc (%) | latency (ms) | peak mem (MB) | params | FLOPs | ops | genome hash |\n"
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def _number(value: Any, spec: str, scale: float = 1.0) -> str:
+    """A finite number formatted with ``spec`` (a "d" spec rounds to an integer), else "n/a"."""
+    if not _is_finite_number(value):
+        return "n/a"
+    value = value * scale
+    return format(round(value) if spec.endswith("d") else value, spec)
+
+
+def _si(value: Any) -> str:
+    """12345678 -> '12.35 M' (FLOPs read best in engineering units)."""
+    if not _is_finite_number(value):
+        return "n/a"
+    for factor, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {unit}"
+    return f"{value:.0f}"
+
+
+def format_front_table(front: Sequence[Mapping[str, Any]]) -> str:
+    """The front as a markdown table (one line per architecture, in the given order)."""
+    if not front:
+        return "(empty Pareto front: no feasible, non-diverged architecture was reported)"
+    lines = [FRONT_TABLE_HEADER]
+    for rank, entry in enumerate(front, start=1):
+        cells = [
+            str(rank),
+            f"{entry.get('trial_id', '')}",
+            _number(entry.get("training_iteration"), "d"),
+            _number(entry.get("val_accuracy"), ".2f", 100.0),
+            _number(entry.get("latency_ms"), ".3f"),
+            _number(entry.get("peak_memory_mb"), ".1f"),
+            _number(entry.get("params"), ",d"),
+            _si(entry.get("flops")),
+            _number(entry.get("ops_alive"), "d"),
+            f"`{entry.get('genome_hash') or ''}`",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective],
+                      budgets: Mapping[str, float] | None) -> str:
+    reporting = len({row["trial_id"] for row in rows})
+    diverged = len({row["trial_id"] for row in rows if row.get("diverged")})
+    splits = sum(1 for row in rows if row.get("split_applied") is True)
+    architectures = len({row.get("genome_hash") for row in rows if row.get("genome_hash")})
+    lines = [
+        f"# Search results: {summary.run_name}",
+        "",
+        f"- trials: {summary.n_trials} ({reporting} reported, {summary.n_trials - reporting} never reported, "
+        f"{diverged} diverged at some round)",
+        f"- rounds: {summary.n_rounds} (highest training_iteration reported)",
+        f"- rows: {summary.n_rows} ({architectures} distinct architectures)",
+        f"- exploits: {summary.n_exploits} (clones of a stronger member, each with a mutation)",
+        f"- splits applied: {splits}; refused splits (over budget): {summary.n_refused_splits}",
+        f"- objectives: {', '.join(str(objective) for objective in objectives)}",
+        "- budgets: " + (", ".join(f"{metric} <= {limit:g}" for metric, limit in budgets.items())
+                         if budgets else "none"),
+        "",
+        "## Best member",
+        "",
+    ]
+    best = summary.best
+    if best is None:
+        lines.append("No feasible, non-diverged architecture was reported.")
+    else:
+        lines.append(
+            f"Trial `{best.get('trial_id')}`, round {_number(best.get('training_iteration'), 'd')}: "
+            f"val acc {_number(best.get('val_accuracy'), '.2f', 100.0)} %, "
+            f"latency {_number(best.get('latency_ms'), '.3f')} ms, "
+            f"peak mem {_number(best.get('peak_memory_mb'), '.1f')} MB, "
+            f"{_number(best.get('params'), ',d')} params, {_si(best.get('flops'))} FLOPs, "
+            f"{_number(best.get('ops_alive'), 'd')} ops, genome `{best.get('genome_hash')}`."
+        )
+    lines += [
+        "",
+        f"## Pareto front ({len(summary.front)} architectures, best val accuracy first)",
+        "",
+        summary.table_markdown,
+        "",
+        f"![Pareto front]({PLOT_FILE})",
+        "",
+        f"Files: `{TRIALS_FILE}` (every row), `{PARETO_FILE}` (the front, with genome JSON), "
+        f"`{GENEALOGY_FILE}` (exploits and mutations).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- tables -------------------------------------------------------------------------------------
+def _converted(values: Sequence[Any], arrow_type: pa.DataType) -> list[Any]:
+    """Values as Python objects of ``arrow_type``; TypeError when one does not fit."""
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        elif pa.types.is_string(arrow_type):
+            out.append(value if isinstance(value, str) else json.dumps(value))
+        elif isinstance(value, bool) or isinstance(value, str):
+            if not pa.types.is_boolean(arrow_type) or isinstance(value, str):
+                raise TypeError(f"{value!r} is not {arrow_type}")
+            out.append(value)
+        elif pa.types.is_boolean(arrow_type):
+            raise TypeError(f"{value!r} is not {arrow_type}")
+        elif pa.types.is_integer(arrow_type):
+            if isinstance(value, float) and not math.isfinite(value):
+                out.append(None)  # an unmeasured count is missing, not a number
+            elif isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+                out.append(int(value))
+            else:
+                raise TypeError(f"{value!r} is not {arrow_type}")
+        elif isinstance(value, (int, float)):
+            out.append(float(value))
+        else:
+            raise TypeError(f"{value!r} is not {arrow_type}")
+    return out
+
+
+def _inferred_type(values: Sequence[Any]) -> pa.DataType:
+    present = [value for value in values if value is not None]
+    if present and all(isinstance(value, bool) for value in present):
+        return _B
+    if present and all(isinstance(value, int) and not isinstance(value, bool) for value in present):
+        return _I
+    if present and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in present):
+        return _F
+    return _S
+
+
+def _column(name: str, values: Sequence[Any], types: Mapping[str, pa.DataType]) -> pa.Array:
+    """The column as its declared type when every value fits, else as a type inferred from them."""
+    declared = types.get(name, COLUMN_TYPES.get(name))
+    candidates = [declared] if declared is not None else []
+    if any(value is not None for value in values):
+        candidates.append(_inferred_type(values))
+    candidates.append(_S)  # always fits: anything non-string is written as JSON text
+    for arrow_type in candidates:
+        try:
+            return pa.array(_converted(values, arrow_type), type=arrow_type)
+        except (TypeError, pa.ArrowException):
+            continue
+    raise AssertionError("a string column always fits")  # pragma: no cover
+
+
+def to_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = (),
+             types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
+    """Rows -> an Arrow table: ``columns`` first (kept even when no row has them), then the other
+    keys in order of first appearance. Known keys get COLUMN_TYPES (``types`` overrides)."""
+    names = list(dict.fromkeys([*columns, *(key for row in rows for key in row)]))
+    types = types or {}
+    return pa.table({name: _column(name, [row.get(name) for row in rows], types) for name in names})
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(tmp)`` to a temporary file beside ``path``, then move it into place."""
+    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)  # atomic on one filesystem: readers see the old file or the new one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_parquet(path: Path, table: pa.Table) -> Path:
+    return _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+_TRIALS_LEADING = ("trial_id", "trial_dir", "training_iteration")
+
+
+def write_results(
+    experiment_dir: str | os.PathLike,
+    objectives: Iterable[str | Objective],
+    budgets: Mapping[str, float] | None = None,
+) -> Summary:
+    """Read the run in ``experiment_dir`` and write the five result files beside Ray's."""
+    experiment_dir = Path(experiment_dir)
+    objectives = parse_objectives(objectives)
+    rows = read_rows(experiment_dir)
+    front = pareto_front(rows, objectives, budgets)
+    genealogy = read_genealogy(experiment_dir)
+    iterations = [row["training_iteration"] for row in rows if _is_finite_number(row.get("training_iteration"))]
+    summary = Summary(
+        run_name=experiment_dir.name,
+        paths={},
+        n_rows=len(rows),
+        n_trials=len(trial_dirs(experiment_dir)),
+        n_rounds=int(max(iterations, default=0)),
+        n_exploits=len(genealogy),
+        n_refused_splits=sum(int(row["split_refused_budget"]) for row in rows
+                             if _is_finite_number(row.get("split_refused_budget"))),
+        front=front,
+        best=front[0] if front else None,
+        table_markdown=format_front_table(front),
+    )
+
+    trial_columns = _TRIALS_LEADING if rows else tuple(ROW_TYPES)  # typed even when empty
+    front_keys = list(dict.fromkeys((*FRONT_KEYS, *(objective.metric for objective in objectives))))
+    front_types = {objective.metric: _F for objective in objectives if objective.metric not in COLUMN_TYPES}
+    paths = summary.paths
+    paths["trials"] = _write_parquet(experiment_dir / TRIALS_FILE, to_table(rows, trial_columns))
+    paths["pareto"] = _write_parquet(experiment_dir / PARETO_FILE, to_table(front, front_keys, front_types))
+    paths["genealogy"] = _write_parquet(experiment_dir / GENEALOGY_FILE, to_table(genealogy, tuple(GENEALOGY_TYPES)))
+    paths["plot"] = _atomic_write(
+        experiment_dir / PLOT_FILE, lambda tmp: plot_front(rows, front, tmp, title=summary.run_name, budgets=budgets)
+    )
+    paths["summary"] = _write_text(experiment_dir / SUMMARY_FILE,
+                                   _summary_markdown(summary, rows, objectives, budgets))
+    return summary
+
+
+# -- plot ---------------------------------------------------------------------------------------
+_PANELS = (  # metric, axis label, unit
+    ("latency_ms", "inference latency (ms)", "ms"),
+    ("peak_memory_mb", "peak training memory (MB)", "MB"),
+)
+
+
+def _xy(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(metric, val accuracy in %) of the rows where both are finite."""
+    pairs = [(row[metric], 100.0 * row["val_accuracy"]) for row in rows
+             if _is_finite_number(row.get(metric)) and _is_finite_number(row.get("val_accuracy"))]
+    array = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    return array[:, 0], array[:, 1]
+
+
+def plot_front(
+    rows: Sequence[Mapping[str, Any]],
+    front: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+    budgets: Mapping[str, float] | None = None,
+) -> Path:
+    """Two panels, val accuracy against latency and against peak memory.
+
+    Every reported row is a light point (rows over budget are light crosses, diverged rows are left
+    out); the front's members are highlighted and joined by the step line of the best accuracy
+    reachable at each cost. A budget on a panel's metric is drawn as a dashed vertical line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    budgets = dict(budgets or {})
+    live = [row for row in rows if not row.get("diverged")]
+    over = [row for row in live if budget_violation(row, budgets) > 0]
+    within = [row for row in live if budget_violation(row, budgets) == 0]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True, constrained_layout=True)
+    for axis, (metric, label, unit) in zip(axes, _PANELS):
+        x, y = _xy(within, metric)
+        axis.scatter(x, y, s=20, color="0.5", alpha=0.45, linewidths=0, label=f"reported rounds ({len(x)})")
+        x, y = _xy(over, metric)
+        if len(x):
+            axis.scatter(x, y, s=24, color="tab:red", alpha=0.5, marker="x", label=f"over budget ({len(x)})")
+        x, y = _xy(front, metric)
+        if len(x):
+            order = np.argsort(x, kind="stable")
+            step_x, step_y = x[order], np.maximum.accumulate(y[order])
+            axis.plot(step_x, step_y, drawstyle="steps-post", color="tab:blue", linewidth=1.8, zorder=3)
+            axis.scatter(x, y, s=55, color="tab:blue", edgecolors="white", linewidths=0.8, zorder=4,
+                         label=f"Pareto front ({len(x)})")
+            for rank, entry in enumerate(front, start=1):  # the numbers of the summary's table
+                if _is_finite_number(entry.get(metric)) and _is_finite_number(entry.get("val_accuracy")):
+                    axis.annotate(str(rank), (entry[metric], 100.0 * entry["val_accuracy"]), fontsize=8,
+                                  xytext=(5, 4), textcoords="offset points", color="tab:blue")
+        if metric in budgets:
+            axis.axvline(budgets[metric], color="tab:red", linestyle="--", linewidth=1.2,
+                         label=f"budget {budgets[metric]:g} {unit}")
+        if not rows:
+            axis.text(0.5, 0.5, "no reported rounds", transform=axis.transAxes, ha="center", va="center")
+        axis.set_xlabel(label)
+        axis.grid(True, alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="best", fontsize=9)
+    axes[0].set_ylabel("validation accuracy (%)")
+    figure.suptitle(f"{title}: validation accuracy vs hardware cost" if title else
+                    "validation accuracy vs hardware cost")
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,168 @@
+"""SpiderNetScheduler: Ray Tune's PopulationBasedTraining with Pareto ranking and mutation instructions.
+
+What changes from stock PBT, each in one protected hook:
+- ``_quantiles``: members are ranked by non-dominated sorting over several objectives with
+  constraint domination (budget violators rank below every feasible member) and crowding distance
+  for ties, instead of by one scalar. Diverged members are never donors.
+- ``_get_new_config``: the clone's config also carries a mutation instruction (grow by a split) on
+  top of PBT's perturbation of the hyperparameters.
+- ``_exploit``: records the genealogy (who cloned whom, with which mutation).
+- ``_save_trial_state``: keeps per-trial scores and a Pareto archive of every feasible architecture.
+
+Ray does not save scheduler state, so it is written to ``state_path`` (JSON) after every change and
+read back from there on construction. Usable from any plain ``tune.Tuner``:
+
+    scheduler = SpiderNetScheduler(
+        hyperparam_mutations={"lr": tune.loguniform(1e-3, 1e-1)},
+        state_path="/runs/my-search/scheduler_state.json",
+    )
+    tuner = tune.Tuner(tune.with_parameters(SpiderNetTrainable, splits=splits), param_space=space,
+                       tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=8, reuse_actors=True))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import PopulationBasedTraining
+
+from spidernet_ray.pareto import DEFAULT_OBJECTIVES, ParetoArchive, budget_violation, objective_matrix, parse_objectives
+from spidernet_ray.pareto import rank_population
+
+DIVERGED_VIOLATION = 1e12
+ARCHIVE_FIELDS = ("params", "flops", "latency_spread_ms", "memory_method", "ops_alive", "genome", "genome_hash")
+
+
+class SpiderNetScheduler(PopulationBasedTraining):
+    def __init__(
+        self,
+        objectives=DEFAULT_OBJECTIVES,
+        budgets: dict[str, float] | None = None,
+        state_path: str | os.PathLike | None = None,
+        perturbation_interval: int = 1,
+        quantile_fraction: float = 0.25,
+        **pbt_kwargs,
+    ):
+        self.objectives = parse_objectives(objectives)
+        primary = self.objectives[0]
+        super().__init__(
+            time_attr="training_iteration",
+            metric=primary.metric,
+            mode=primary.mode,
+            perturbation_interval=perturbation_interval,
+            quantile_fraction=quantile_fraction,
+            **pbt_kwargs,
+        )
+        self.budgets = dict(budgets or {})
+        self.state_path = Path(state_path) if state_path else None
+        self.archive = ParetoArchive(self.objectives)
+        self.genealogy: list[dict] = []
+        self.scores: dict[str, dict] = {}  # trial id -> latest objectives, violation, rank
+        if self.state_path and self.state_path.exists():
+            self._load_state()
+
+    # -- ranking --------------------------------------------------------------------------------
+    def _save_trial_state(self, state, time_, result, trial):
+        score = super()._save_trial_state(state, time_, result, trial)
+        violation = budget_violation(result, self.budgets)
+        diverged = bool(result.get("diverged"))
+        self.scores[trial.trial_id] = {
+            "round": result.get("training_iteration"),
+            **{o.metric: result.get(o.metric) for o in self.objectives},
+            "violation": violation,
+            "diverged": diverged,
+        }
+        if violation == 0 and not diverged and result.get("genome_hash"):
+            payload = {"trial_id": trial.trial_id, "round": result.get("training_iteration")}
+            payload.update({k: result[k] for k in ARCHIVE_FIELDS if k in result})
+            metrics = {o.metric: result.get(o.metric) for o in self.objectives}
+            self.archive.add(result["genome_hash"], metrics, payload)
+        self._write_state()
+        return score
+
+    def rank(self, trials: list[Trial]) -> list[Trial]:
+        """Best first: Pareto front, then crowding distance; violators and diverged members last."""
+        results = [self._trial_state[t].last_result for t in trials]
+        values = objective_matrix(results, self.objectives)
+        # A diverged member counts as the worst possible violator.
+        violations = [DIVERGED_VIOLATION if self._diverged(t) else self.scores[t.trial_id]["violation"] for t in trials]
+        return [trials[i] for i in rank_population(values, violations)]
+
+    def _quantiles(self) -> tuple[list[Trial], list[Trial]]:
+        trials = [
+            t for t, state in self._trial_state.items()
+            if state.last_result is not None and t.trial_id in self.scores and not t.is_finished()
+        ]
+        if len(trials) <= 1:
+            return [], []
+        ranked = self.rank(trials)
+        size = min(int(math.ceil(len(ranked) * self._quantile_fraction)), len(ranked) // 2)
+        upper = [t for t in ranked[:size] if not self._diverged(t)]
+        if not upper:
+            return [], []
+        return ranked[len(ranked) - size:], upper
+
+    def _diverged(self, trial: Trial) -> bool:
+        return self.scores[trial.trial_id]["diverged"]
+
+    # -- exploit ----------------------------------------------------------------------------------
+    def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
+        # Stock PBT only clones donors it asked to save while they were in the upper quantile. Our
+        # trials checkpoint every round, so a donor's own latest checkpoint (of its last result) is
+        # just as good and saves skipping the exploit.
+        for donor in upper_quantile:
+            state = self._trial_state[donor]
+            if state.last_checkpoint is None and donor.checkpoint is not None:
+                state.last_checkpoint = donor.checkpoint
+        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+
+    def _get_new_config(self, trial: Trial, trial_to_clone: Trial):
+        new_config, operations = super()._get_new_config(trial, trial_to_clone)
+        new_config["mutation"] = {"id": uuid.uuid4().hex[:12], "kind": "split", "donor": trial_to_clone.trial_id}
+        return new_config, operations
+
+    def _exploit(self, tune_controller, trial: Trial, trial_to_clone: Trial):
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        donor = self._trial_state[trial_to_clone].last_result or {}
+        self.genealogy.append({
+            "time": time.time(),
+            "round": donor.get("training_iteration"),
+            "child": trial.trial_id,
+            "donor": trial_to_clone.trial_id,
+            "donor_genome_hash": donor.get("genome_hash"),
+            "mutation": trial.config["mutation"],
+            "lr": trial.config.get("lr"),
+            "weight_decay": trial.config.get("weight_decay"),
+            "drop_path": trial.config.get("drop_path"),
+        })
+        self._write_state()
+
+    # -- persistence --------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"genealogy": self.genealogy, "archive": self.archive.to_dict(), "scores": self.scores}
+
+    def _write_state(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state(), default=_json_default))
+        os.replace(tmp, self.state_path)  # atomic: a crash never leaves half a state file
+
+    def _load_state(self) -> None:
+        data = json.loads(self.state_path.read_text())
+        self.genealogy = data["genealogy"]
+        self.archive = ParetoArchive.from_dict(data["archive"])
+        self.scores = data["scores"]
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

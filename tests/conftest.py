@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray for the tests that need one (2 CPUs, no dashboard), shut down at the end."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
