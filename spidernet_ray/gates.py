@@ -32,6 +32,29 @@ def gate_value(w: torch.Tensor, kind: str, scale: float, training: bool) -> torc
     raise ValueError(f"unknown gate kind {kind!r}; choose from {', '.join(GATE_KINDS)}")
 
 
+class _ApplyGate(torch.autograd.Function):
+    """y * gate, keeping only a bfloat16 copy of y for the gate's gradient.
+
+    The gate's gradient is one scalar, sum(y * grad); holding y at full precision until the backward
+    pass would cost a whole activation per gated op that the plain network does not pay.
+    """
+
+    @staticmethod
+    def forward(ctx, y, gate):
+        ctx.save_for_backward(y.to(torch.bfloat16), gate)
+        return y * gate
+
+    @staticmethod
+    def backward(ctx, grad):
+        y_low, gate = ctx.saved_tensors
+        grad_gate = (y_low.to(grad.dtype) * grad).sum().reshape(gate.shape) if ctx.needs_input_grad[1] else None
+        return grad * gate, grad_gate
+
+
+def apply_gate(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    return _ApplyGate.apply(y, gate) if torch.is_grad_enabled() else y * gate
+
+
 def annealed_scale(progress: float, start: float = 1.0, end: float = 1e4) -> float:
     """Geometric annealing of the sigmoid gate's scale for training progress in [0, 1]."""
     progress = min(max(progress, 0.0), 1.0)

@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from spidernet_ray.ops import build_op
-from spidernet_ray.supernet import CellNetwork
+from spidernet_ray.supernet import CellNetwork, SuperNet
 from spidernet_ray.train import make_optimizer, train_step
 
 MB = 2**20
@@ -68,11 +68,6 @@ def on_device(model: nn.Module, device: torch.device | str | None) -> tuple[nn.M
     if device != current and next(model.parameters(), None) is not None:
         return copy.deepcopy(model).to(device), device
     return model, device
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # -- latency ----------------------------------------------------------------------------------
@@ -181,6 +176,10 @@ def measure_peak_memory(
     y = torch.randint(0, clone.genome.num_classes, (batch_size,), device=device)
     train_step(clone, optimizer, x, y)
     optimizer.zero_grad(set_to_none=True)  # what the measured step does first; frees the gradients
+    if isinstance(clone, SuperNet):
+        # Fresh gate-open counters: the measured step then frees no tensor allocated before the
+        # profiler started (the profiler cannot size those frees and warns about them).
+        clone.end_epoch()
     state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
     resident = tensor_bytes([*clone.parameters(), *clone.buffers(), *state, x, y])
     peak, method = peak_step_memory(lambda: train_step(clone, optimizer, x, y), resident, device)

@@ -155,6 +155,13 @@ class SpiderNetScheduler(PopulationBasedTraining):
         tmp.write_text(json.dumps(self.state(), default=_json_default))
         os.replace(tmp, self.state_path)  # atomic: a crash never leaves half a state file
 
+    def __setstate__(self, state: dict) -> None:
+        # Tuner.restore unpickles the scheduler as it was when the experiment started; the state
+        # file written since then is the truth.
+        self.__dict__.update(state)
+        if self.state_path and self.state_path.exists():
+            self._load_state()
+
     def _load_state(self) -> None:
         data = json.loads(self.state_path.read_text())
         self.genealogy = data["genealogy"]

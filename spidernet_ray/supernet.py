@@ -22,6 +22,7 @@ from spidernet_ray.gates import (
     GATE_INIT,
     OpCost,
     annealed_scale,
+    apply_gate,
     check_gate_kind,
     gate_pressure,
     gate_value,
@@ -86,7 +87,7 @@ class MixedEdge(nn.Module):
             if self.training and self.drop_prob > 0 and name not in NO_DROP_PATH:
                 y = drop_path(y, self.drop_prob)
             if self.gated:
-                y = y * self.gate(name)
+                y = apply_gate(y, self.gate(name))
                 if counting:
                     opened = (self.gate_weights[name].detach() > 0).to(torch.int64)
                     self.open_steps[name] = self.open_steps.get(name, 0) + opened

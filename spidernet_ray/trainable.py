@@ -66,9 +66,11 @@ class TrialSettings:
 
 
 def trial_device() -> torch.device:
-    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs; with none visible (or no CUDA build) we
-    # compute on the CPU even when the cluster declared logical GPUs.
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPUs. A trial given no GPU stays on the CPU even on
+    # a GPU machine, and one given a logical GPU where CUDA is absent falls back to the CPU.
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def seeded_start(splits: DataSplits, settings: TrialSettings, seed: int) -> Genome:
@@ -192,6 +194,7 @@ class SpiderNetTrainable(tune.Trainable):
             latency_budget_ms=s.latency_budget_ms,
             memory_budget_mb=s.memory_budget_mb,
             candidates_per_cell=s.candidates_per_cell,
+            latency_batch_size=s.latency_batch_size,
             seed=zlib.crc32(instruction["id"].encode()),
         )
         if decision.chosen is not None:

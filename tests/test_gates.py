@@ -58,3 +58,20 @@ def test_pressure_pushes_costlier_gates_harder_and_ignores_closed_ones():
 def test_param_cost_counts_the_parameters_of_the_op():
     assert param_cost("identity", 8, 1, (8, 8)) == 0
     assert param_cost("sep_conv_3x3", 8, 1, (8, 8)) > param_cost("dil_conv_3x3", 8, 1, (8, 8)) > 0
+
+
+def test_applied_gate_gives_exact_outputs_and_input_gradients_and_a_close_gate_gradient():
+    from spidernet_ray.gates import apply_gate
+
+    y = torch.randn(4, 3, 5, 5, requires_grad=True)
+    w = torch.tensor(0.01, requires_grad=True)
+    grad_out = torch.randn(4, 3, 5, 5)
+    exact_y = y.detach().clone().requires_grad_()
+    exact_w = w.detach().clone().requires_grad_()
+    out = apply_gate(y, gate_value(w, "hard", 1.0, True))
+    reference = exact_y * gate_value(exact_w, "hard", 1.0, True)
+    assert torch.equal(out, reference)
+    out.backward(grad_out)
+    reference.backward(grad_out)
+    assert torch.equal(y.grad, exact_y.grad)
+    assert w.grad == pytest.approx(exact_w.grad.item(), rel=2e-2)

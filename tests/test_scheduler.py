@@ -1,0 +1,123 @@
+"""SpiderNetScheduler's decisions on a simulated population (real Ray Trial objects, no training)."""
+
+import json
+import types
+
+import pytest
+from ray import tune
+from ray.tune.experiment import Trial
+
+from spidernet_ray.scheduler import SpiderNetScheduler
+
+CONTROLLER = types.SimpleNamespace(search_alg=None)  # on_trial_add only asks whether a searcher is set
+
+
+def make_scheduler(tmp_path, **kwargs):
+    return SpiderNetScheduler(
+        hyperparam_mutations={"lr": tune.loguniform(1e-3, 1e-1)},
+        state_path=tmp_path / "state.json",
+        quantile_fraction=0.25,
+        **kwargs,
+    )
+
+
+def report(scheduler, members: dict[str, dict]) -> dict[str, Trial]:
+    trials = {}
+    for name, metrics in members.items():
+        trial = Trial("__fake", trial_id=name, config={"lr": 0.01, "mutation": None}, stub=True)
+        scheduler.on_trial_add(CONTROLLER, trial)
+        result = {"training_iteration": 1, "genome_hash": f"hash-{name}", "diverged": False, **metrics}
+        scheduler._save_trial_state(scheduler._trial_state[trial], 1, result, trial)
+        trials[name] = trial
+    return trials
+
+
+def ids(trials):
+    return [t.trial_id for t in trials]
+
+
+def member(acc, latency, memory):
+    return {"val_accuracy": acc, "latency_ms": latency, "peak_memory_mb": memory}
+
+
+def test_a_member_dominated_by_everyone_is_cloned_over_and_an_unbeaten_one_is_a_donor(tmp_path):
+    scheduler = make_scheduler(tmp_path)
+    report(scheduler, {
+        "best": member(0.99, 2.0, 10.0), "fast": member(0.90, 1.0, 12.0),
+        "mid": member(0.95, 3.0, 11.0), "worst": member(0.80, 5.0, 20.0),
+    })
+    lower, upper = scheduler._quantiles()
+    assert ids(lower) == ["worst"]
+    assert ids(upper)[0] in {"best", "fast"}
+
+
+def test_ranking_uses_crowding_distance_within_a_front(tmp_path):
+    scheduler = make_scheduler(tmp_path, objectives=("max:val_accuracy", "min:latency_ms"))
+    trials = report(scheduler, {
+        "a": member(0.90, 1.0, 0), "b": member(0.91, 1.1, 0), "c": member(0.92, 1.2, 0), "d": member(0.99, 5.0, 0),
+    })
+    ranked = ids(scheduler.rank(list(trials.values())))
+    assert set(ranked[:2]) == {"a", "d"}  # the extremes of the front have infinite crowding distance
+
+
+def test_a_budget_violator_ranks_below_every_feasible_member_and_is_never_a_donor(tmp_path):
+    scheduler = make_scheduler(tmp_path, budgets={"latency_ms": 4.0})
+    report(scheduler, {
+        "too_slow": member(0.999, 9.0, 5.0), "ok1": member(0.90, 1.0, 12.0),
+        "ok2": member(0.91, 2.0, 12.0), "ok3": member(0.80, 3.0, 20.0),
+    })
+    lower, upper = scheduler._quantiles()
+    assert ids(lower) == ["too_slow"]
+    assert "too_slow" not in ids(upper)
+    assert "hash-too_slow" not in {e["key"] for e in scheduler.archive.to_dict()["entries"]}
+
+
+def test_a_diverged_member_is_never_a_donor(tmp_path):
+    scheduler = make_scheduler(tmp_path)
+    trials = report(scheduler, {"a": member(0.5, 1.0, 1.0), "b": member(0.6, 2.0, 2.0)})
+    nan = Trial("__fake", trial_id="nan", config={"lr": 0.01, "mutation": None}, stub=True)
+    scheduler.on_trial_add(CONTROLLER, nan)
+    result = {"training_iteration": 1, "diverged": True, **member(0.0, 0.5, 0.5)}
+    scheduler._save_trial_state(scheduler._trial_state[nan], 1, result, nan)
+    lower, upper = scheduler._quantiles()
+    assert ids(lower) == ["nan"] and "nan" not in ids(upper)
+    assert trials
+
+
+def test_a_clone_config_carries_a_split_instruction_naming_its_donor(tmp_path):
+    scheduler = make_scheduler(tmp_path)
+    trials = report(scheduler, {"donor": member(0.9, 1.0, 1.0), "child": member(0.5, 2.0, 2.0)})
+    config, _ = scheduler._get_new_config(trials["child"], trials["donor"])
+    assert config["mutation"]["kind"] == "split" and config["mutation"]["donor"] == "donor"
+    assert config["mutation"]["id"]
+    other, _ = scheduler._get_new_config(trials["child"], trials["donor"])
+    assert other["mutation"]["id"] != config["mutation"]["id"]
+
+
+def test_state_is_written_on_every_change_and_read_back_by_a_new_scheduler(tmp_path):
+    scheduler = make_scheduler(tmp_path)
+    report(scheduler, {"a": member(0.9, 1.0, 1.0), "b": member(0.8, 2.0, 2.0)})
+    scheduler.genealogy.append({"child": "b", "donor": "a", "mutation": {"id": "x"}})
+    scheduler._write_state()
+    restored = make_scheduler(tmp_path)
+    assert restored.genealogy == scheduler.genealogy
+    assert restored.scores == json.loads(json.dumps(scheduler.scores))
+    assert restored.archive.to_dict() == scheduler.archive.to_dict()
+    assert [e["key"] for e in restored.archive.front()] == ["hash-a"]  # b is dominated by a
+
+
+def test_an_unpickled_scheduler_reloads_its_state_file(tmp_path):
+    """Tuner.restore unpickles the scheduler as it was at the start; the state file must win."""
+    import pickle
+
+    scheduler = make_scheduler(tmp_path)
+    blob = pickle.dumps(scheduler)
+    report(scheduler, {"a": member(0.9, 1.0, 1.0), "b": member(0.8, 2.0, 2.0)})
+    restored = pickle.loads(blob)
+    assert set(restored.scores) == {"a", "b"}
+
+
+@pytest.mark.parametrize("bad", [["max:val_accuracy", "fastest:latency_ms"], []])
+def test_bad_objectives_are_refused(bad, tmp_path):
+    with pytest.raises(ValueError):
+        make_scheduler(tmp_path, objectives=bad)
