@@ -124,8 +124,6 @@ class SearchConfig:
             parse_objectives(self.objectives)
         except ValueError as exc:
             raise ConfigError(f"--objectives: {exc}") from None
-        if self.resume and not self.name:
-            raise ConfigError("--resume needs --name of the experiment to continue")
         return self
 
 
@@ -165,6 +163,8 @@ def build_config(file_values: dict, flag_values: dict) -> SearchConfig:
     for key, value in values.items():
         _check_type(key, value)
     config = SearchConfig(**values)
+    if config.resume and not config.name:
+        raise ConfigError("--resume needs --name of the experiment to continue")
     if not config.name:
         from datetime import datetime
 

@@ -39,10 +39,16 @@ class _ApplyGate(torch.autograd.Function):
     pass would cost a whole activation per gated op that the plain network does not pay.
     """
 
+    generate_vmap_rule = True  # the proxies take per-sample gradients with torch.func
+
     @staticmethod
-    def forward(ctx, y, gate):
-        ctx.save_for_backward(y.to(torch.bfloat16), gate)
+    def forward(y, gate):
         return y * gate
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        y, gate = inputs
+        ctx.save_for_backward(y.to(torch.bfloat16), gate)
 
     @staticmethod
     def backward(ctx, grad):

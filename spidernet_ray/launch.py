@@ -80,7 +80,8 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
         saved = merged.experiment_path / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError(f"nothing to resume: {saved} does not exist")
-        file_values = {**json.loads(saved.read_text()), **file_values}
+        saved_values = {k: v for k, v in json.loads(saved.read_text()).items() if v is not None}
+        file_values = {**saved_values, **file_values}
         file_values["objectives"] = tuple(file_values["objectives"])
     return build_config(file_values, flags)
 
@@ -89,8 +90,8 @@ def resolve_config(args: argparse.Namespace) -> SearchConfig:
 class RoundProgress:
     """One line per round: population, front size, best accuracy and its latency/memory."""
 
-    def __init__(self, config: SearchConfig, out=sys.stdout):
-        self.config, self.out = config, out
+    def __init__(self, config: SearchConfig):
+        self.config = config
         self.objectives = parse_objectives(config.objectives)
         self.rows: list[dict] = []
         self.latest: dict[str, int] = {}
@@ -115,7 +116,7 @@ class RoundProgress:
             line += (f" | best val acc {best['val_accuracy']:.2%} at {best['latency_ms']:.2f} ms, "
                      f"{best['peak_memory_mb']:.1f} MB, {best['params']:,} params")
         line += f" | exploits {exploits} | {time.time() - self.start:.0f}s"
-        print(line, file=self.out, flush=True)
+        print(line, flush=True)  # sys.stdout looked up now: the callback is pickled with the experiment
 
 
 def search_callback(config: SearchConfig):

@@ -1,0 +1,624 @@
+"""Orchestration overhead of a SpiderNet search against Ray Tune's stock PBT, on one workload, in one run.
+
+    overhead = 1 - (seconds inside training steps, summed over trials) / (wall seconds x CPUs in use)
+
+Everything that is not ``train_epoch`` counts as overhead: actor start-up and reuse, pausing,
+exploits, checkpoints, scheduling, proxies, evaluation, hardware measurement. Both arms run the same
+population on the same CPUs for the same rounds (one Tune step = one round), one after the other in
+this process, on one local Ray started here:
+
+* spidernet: ``launch.run`` on a ``SearchConfig`` (``SpiderNetTrainable`` + ``SpiderNetScheduler``);
+  its train seconds are summed from the run's ``trials.parquet``.
+* stock_pbt: ``StockTrainable`` below - one fixed network for every member (the starting supernet
+  of seed 0, never pruned or grown), the same data, ``train_epoch``, ``evaluate`` and safetensors checkpoints - under
+  Ray's own ``PopulationBasedTraining`` perturbing lr and weight_decay, with the same Tuner settings
+  (reuse_actors, a checkpoint every round, 4 kept).
+
+Wall seconds are those of ``Tuner.fit()`` (``launch.run`` as a whole, with data loading and the
+result files, is reported beside). To say where the overhead goes, both arms run with the same thin
+probes: the trainable class is subclassed to time Ray's entry points into the actor (``__init__``,
+``train``, ``save``, ``restore``, ``reset``; one JSON line per call, well under a millisecond each), and
+the scheduler is subclassed to time its driver-side hooks. ``launch.run`` picks the probed classes up
+because the benchmark swaps them into ``spidernet_ray.trainable`` / ``spidernet_ray.scheduler`` for
+the duration of the run. Writes results/overhead.json and results/overhead.md.
+
+    python benchmarks/overhead.py [--population 8] [--cpus 2] [--rounds 6] [--step-seconds 2] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from spidernet_ray import checkpoint as ckpt
+from spidernet_ray.config import SearchConfig
+from spidernet_ray.data import DataSplits, load_dataset, make_loaders
+from spidernet_ray.supernet import SuperNet
+from spidernet_ray.train import evaluate, make_optimizer, train_epoch
+from spidernet_ray.trainable import TrialSettings, param_space, seeded_start, trial_device
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = 0.05
+PHASES = ("init", "train", "save", "restore", "reset")  # Ray's entry points into a trainable actor
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray; one per trial")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--step-seconds", type=float, default=2.0, help="training seconds per step to aim for")
+    p.add_argument("--subset", type=int, help="training examples (default: calibrated to --step-seconds)")
+    p.add_argument("--epochs-per-round", type=int, default=1)
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=1, help="pairs of runs; the order alternates")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--keep", action="store_true", help="keep the runs' temporary directories")
+    return p.parse_args(argv)
+
+
+# -- the workload -------------------------------------------------------------------------------------
+def calibrate_subset(config: SearchConfig, step_seconds: float) -> tuple[int, float]:
+    """(training examples, seconds per batch) for about ``step_seconds`` of ``train_epoch`` per round.
+
+    Times ten batches of the starting supernet with one thread (a trial's share), here and now, so the
+    steps of the run last about as long under the machine's present load.
+    """
+    splits = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction)
+    settings = TrialSettings.from_config(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(config.seed)
+        model = SuperNet(seeded_start(splits, settings, seed=0), gate=config.gate, window=config.deadhead_window)
+        optimizer = make_optimizer(model, config.lr, config.weight_decay, config.momentum)
+        batches = list(itertools.islice(make_loaders(splits, config.batch_size, seed=config.seed).train, 10))
+        per_batch = []
+        for _ in range(3):
+            start = time.perf_counter()
+            train_epoch(model, optimizer, batches)
+            per_batch.append((time.perf_counter() - start) / len(batches))
+    finally:
+        torch.set_num_threads(threads)
+    seconds = statistics.median(per_batch)
+    wanted = max(2, round(step_seconds / config.epochs_per_round / seconds))
+    subset = math.ceil(wanted * config.batch_size / (1 - config.val_fraction)) + 1
+    return min(subset, len(splits.y_train) + len(splits.y_val)), seconds
+
+
+# -- probes -------------------------------------------------------------------------------------
+def _record(log_dir: str, phase: str, start: float, seconds: float) -> None:
+    line = json.dumps({"phase": phase, "start": start, "seconds": seconds, "pid": os.getpid()})
+    with open(os.path.join(log_dir, f"{os.getpid()}.jsonl"), "a") as f:
+        f.write(line + "\n")
+
+
+def probed(trainable_cls: type, log_dir: str) -> type:
+    """``trainable_cls`` with every call Ray makes into the actor timed into ``log_dir`` (one file per process)."""
+
+    class Probed(trainable_cls):
+        def __init__(self, *args, **kwargs):  # process already started: Trainable init + setup
+            start, t = time.time(), time.perf_counter()
+            super().__init__(*args, **kwargs)
+            _record(log_dir, "init", start, time.perf_counter() - t)
+
+        def train(self):
+            start, t = time.time(), time.perf_counter()
+            result = super().train()
+            _record(log_dir, "train", start, time.perf_counter() - t)
+            return result
+
+        def save(self, *args, **kwargs):
+            start, t = time.time(), time.perf_counter()
+            result = super().save(*args, **kwargs)
+            _record(log_dir, "save", start, time.perf_counter() - t)
+            return result
+
+        def restore(self, *args, **kwargs):
+            start, t = time.time(), time.perf_counter()
+            result = super().restore(*args, **kwargs)
+            _record(log_dir, "restore", start, time.perf_counter() - t)
+            return result
+
+        def reset(self, *args, **kwargs):
+            start, t = time.time(), time.perf_counter()
+            result = super().reset(*args, **kwargs)
+            _record(log_dir, "reset", start, time.perf_counter() - t)
+            return result
+
+    Probed.__name__ = Probed.__qualname__ = trainable_cls.__name__
+    return Probed
+
+
+def read_probes(log_dir: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(log_dir.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def idle_slots(probes: list[dict], fit_start: float, fit_end: float, cpus: int) -> dict[str, float]:
+    """CPU-seconds with no actor call running, split by when: before each CPU's first actor call
+    (Tune start-up, worker start, imports), between calls of one actor (controller round trips), after
+    each CPU's last call (the last round's stragglers, Tune shutdown). With more actor processes than
+    CPUs (restarts) the first and last ``cpus`` actors stand for the CPUs."""
+    calls_by_actor: dict[int, list[tuple[float, float]]] = {}
+    for e in probes:
+        calls_by_actor.setdefault(e["pid"], []).append((e["start"], e["start"] + e["seconds"]))
+    firsts = sorted(min(begin for begin, _ in calls) for calls in calls_by_actor.values())[:cpus]
+    lasts = sorted((max(end for _, end in calls) for calls in calls_by_actor.values()), reverse=True)[:cpus]
+    between = 0.0
+    for calls in calls_by_actor.values():
+        calls.sort()
+        between += sum(max(0.0, b[0] - a[1]) for a, b in zip(calls, calls[1:]))
+    return {
+        "before_first_call": sum(f - fit_start for f in firsts) + (cpus - len(firsts)) * (fit_end - fit_start),
+        "between_calls": between,
+        "after_last_call": sum(fit_end - last for last in lasts),
+    }
+
+
+# Driver-side seconds and counts of the probed schedulers, by arm (the scheduler lives in this process).
+DRIVER: dict[str, dict[str, float]] = {}
+
+
+def timed_scheduler(scheduler_cls: type, arm: str) -> type:
+    """``scheduler_cls`` with its per-result and pick-next-trial hooks timed and exploits counted."""
+    stats = DRIVER.setdefault(arm, {"scheduler_seconds": 0.0, "scheduler_calls": 0, "exploits": 0})
+
+    class Timed(scheduler_cls):
+        def on_trial_result(self, tune_controller, trial, result):
+            t = time.perf_counter()
+            try:
+                return super().on_trial_result(tune_controller, trial, result)
+            finally:
+                stats["scheduler_seconds"] += time.perf_counter() - t
+                stats["scheduler_calls"] += 1
+
+        def choose_trial_to_run(self, tune_controller):
+            t = time.perf_counter()
+            try:
+                return super().choose_trial_to_run(tune_controller)
+            finally:
+                stats["scheduler_seconds"] += time.perf_counter() - t
+
+        def _exploit(self, tune_controller, trial, trial_to_clone):
+            stats["exploits"] += 1
+            super()._exploit(tune_controller, trial, trial_to_clone)
+
+    Timed.__name__ = Timed.__qualname__ = scheduler_cls.__name__
+    return Timed
+
+
+@contextlib.contextmanager
+def timed_fit(clock: dict):
+    """Times every ``Tuner.fit()`` in the block into ``clock``: wall seconds and this process's CPU seconds."""
+    original = tune.Tuner.fit
+
+    def fit(tuner):
+        cpu, t = _own_cpu_seconds(), time.perf_counter()
+        daemons = ray_daemon_cpu_seconds()
+        clock["fit_start"] = time.time()
+        try:
+            return original(tuner)
+        finally:
+            clock["fit_end"] = time.time()
+            clock["fit_seconds"] = time.perf_counter() - t
+            clock["driver_cpu_seconds"] = _own_cpu_seconds() - cpu
+            clock["ray_daemon_cpu_seconds"] = ray_daemon_cpu_seconds() - daemons
+
+    tune.Tuner.fit = fit
+    try:
+        yield clock
+    finally:
+        tune.Tuner.fit = original
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ray_daemon_cpu_seconds() -> float:
+    """CPU seconds so far of this driver's Ray processes other than workers (GCS, raylet, agents):
+    they share the CPUs with the training. Read from /proc; 0 where there is none."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu, workers = {}, {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if b"default_worker.py" in cmdline or cmdline.startswith(b"ray::"):
+            workers.add(pid)
+    me, total = os.getpid(), 0.0
+    for pid in cpu:
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != me:
+            ancestor = parents.get(ancestor)
+        if ancestor == me and pid not in workers:
+            total += cpu[pid]
+    return total
+
+
+# -- stock PBT's arm ------------------------------------------------------------------------------
+class StockTrainable(tune.Trainable):
+    """One fixed network per member: the starting supernet of seed 0 (no pressure, no pruning, no
+    growth), trained with the same loop on the same data; lr and weight_decay come from PBT."""
+
+    def setup(self, config: dict, splits: DataSplits):
+        self.splits = splits
+        self.settings = TrialSettings(**config["settings"])
+        self.device = trial_device()
+        torch.set_num_threads(max(1, int(self.trial_resources.required_resources.get("CPU", 1))))
+        self.loaders = make_loaders(splits, self.settings.batch_size, self.device, seed=config["seed"])
+        self._start_member(config)
+
+    def _start_member(self, config: dict) -> None:
+        torch.manual_seed(config["seed"])
+        genome = seeded_start(self.splits, self.settings, seed=0)  # one architecture for every member
+        self.model = SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(self.device)
+        self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
+
+    def step(self) -> dict:
+        train_seconds = 0.0
+        for _ in range(self.settings.epochs_per_round):
+            start = time.perf_counter()
+            loss = train_epoch(self.model, self.optimizer, self.loaders.train)
+            train_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        val_accuracy, val_loss = evaluate(self.model, self.loaders.val)
+        return {"val_accuracy": val_accuracy, "val_loss": val_loss, "train_loss": loss,
+                "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start,
+                "lr": self.config["lr"], "weight_decay": self.config["weight_decay"]}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        ckpt.save_checkpoint(self.model, checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        self.model = ckpt.load_checkpoint(checkpoint_dir, self.device)
+        self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
+                                        self.settings.momentum)
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.config = new_config
+        self._start_member(new_config)  # a new member, or an exploit whose restore follows
+        return True
+
+
+def row_recorder(rows: list[dict]):
+    class RowRecorder(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            rows.append({k: v for k, v in result.items() if k != "config"})
+
+    return RowRecorder()
+
+
+def run_stock(config: SearchConfig, splits: DataSplits, probe_dir: Path) -> dict:
+    scheduler = timed_scheduler(PopulationBasedTraining, "stock_pbt")(
+        time_attr="training_iteration", metric="val_accuracy", mode="max", perturbation_interval=1,
+        quantile_fraction=config.quantile_fraction,
+        hyperparam_mutations={
+            "lr": tune.loguniform(config.lr / 4, config.lr * 4),
+            "weight_decay": tune.loguniform(config.weight_decay / 10, config.weight_decay * 10),
+        },
+    )
+    rows: list[dict] = []
+    trainable = tune.with_resources(
+        tune.with_parameters(probed(StockTrainable, str(probe_dir)), splits=splits),
+        {"cpu": config.cpus_per_trial, "gpu": 0},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(config),
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=config.population, reuse_actors=True,
+                                    search_alg=BasicVariantGenerator(random_state=config.seed)),
+        run_config=tune.RunConfig(
+            name=config.name, storage_path=str(Path(config.storage_path)),
+            stop={"training_iteration": config.rounds},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
+            failure_config=tune.FailureConfig(max_failures=3),
+            callbacks=[row_recorder(rows)], verbose=0,
+        ),
+    )
+    clock: dict = {}
+    start = time.perf_counter()
+    with timed_fit(clock):
+        grid = tuner.fit()
+    clock["total_seconds"] = time.perf_counter() - start
+    clock["errors"] = sum(1 for r in grid if r.error)
+    return {"rows": rows, **clock}
+
+
+# -- SpiderNet's arm ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def probed_spidernet(probe_dir: Path):
+    """Swap the probed trainable and timed scheduler into the modules ``launch.run`` imports them from.
+
+    (With the module attribute swapped, cloudpickle ships ``SpiderNetTrainable`` to the workers by value
+    rather than by name; the code that runs is the same.)
+    """
+    from spidernet_ray import scheduler, trainable
+
+    originals = trainable.SpiderNetTrainable, scheduler.SpiderNetScheduler
+    trainable.SpiderNetTrainable = probed(originals[0], str(probe_dir))
+    scheduler.SpiderNetScheduler = timed_scheduler(originals[1], "spidernet")
+    try:
+        yield
+    finally:
+        trainable.SpiderNetTrainable, scheduler.SpiderNetScheduler = originals
+
+
+def run_spidernet(config: SearchConfig, probe_dir: Path) -> dict:
+    from spidernet_ray import launch
+    from spidernet_ray.results import TRIALS_FILE
+
+    clock: dict = {}
+    start = time.perf_counter()
+    with probed_spidernet(probe_dir), timed_fit(clock):
+        code = launch.run(config)
+    clock["total_seconds"] = time.perf_counter() - start
+    clock["errors"] = int(code != 0)
+    rows = pq.read_table(config.experiment_path / TRIALS_FILE).to_pylist()
+    return {"rows": rows, **clock}
+
+
+# -- accounting -----------------------------------------------------------------------------------
+def account(arm: str, run: dict, probes: list[dict], cpus: int) -> dict:
+    """Overhead fraction and where the CPU-seconds of (fit wall x CPUs) went."""
+    rows = run["rows"]
+    budget = run["fit_seconds"] * cpus
+    train = sum(r["train_seconds"] for r in rows)
+    by_phase = {p: [e["seconds"] for e in probes if e["phase"] == p] for p in PHASES}
+    phase_sum = {p: sum(v) for p, v in by_phase.items()}
+    evaluation = sum(r.get("eval_seconds") or 0.0 for r in rows)
+    measure = sum(r.get("measure_seconds") or 0.0 for r in rows)
+    proxies = sum(json.loads(r["mutation"]).get("seconds", 0.0) for r in rows if r.get("mutation"))
+    in_actors = sum(phase_sum.values())
+    breakdown = {  # CPU-seconds; these add up to the budget
+        "train_epoch": train,
+        "evaluate": evaluation,
+        "hardware_measure": measure,
+        "rest_of_step": phase_sum["train"] - train - evaluation - measure,
+        "checkpoint_save": phase_sum["save"],
+        "restore_and_proxies": phase_sum["restore"],
+        "actor_reset": phase_sum["reset"],
+        "actor_init": phase_sum["init"],
+        "outside_actor_calls": budget - in_actors,  # process start-up, scheduling, Ray RPCs, idle CPUs
+    }
+    idle = idle_slots(probes, run["fit_start"], run["fit_end"], cpus)
+    idle["actors_replaced"] = breakdown["outside_actor_calls"] - sum(idle.values())  # processes started mid-run
+    steps = len(rows)
+    return {
+        "arm": arm,
+        "overhead_fraction": 1 - train / budget,
+        "fit_wall_seconds": run["fit_seconds"],
+        "run_wall_seconds": run["total_seconds"],
+        "overhead_fraction_whole_run": 1 - train / (run["total_seconds"] * cpus),
+        "cpus": cpus,
+        "train_seconds": train,
+        "steps": steps,
+        "rounds": max((r["training_iteration"] for r in rows), default=0),
+        "mean_train_seconds_per_step": train / max(steps, 1),
+        "exploits": DRIVER[arm]["exploits"],
+        "eval_seconds": evaluation,
+        "measure_seconds": measure,
+        "proxy_seconds": proxies,
+        "calls": {p: len(v) for p, v in by_phase.items()},
+        "seconds_per_call": {p: (sum(v) / len(v) if v else 0.0) for p, v in by_phase.items()},
+        "actor_processes": len({e["pid"] for e in probes}),
+        "breakdown_cpu_seconds": breakdown,
+        "breakdown_fraction": {k: v / budget for k, v in breakdown.items()},
+        "outside_actor_calls_cpu_seconds": idle,  # the last breakdown row, split by when (adds up to it)
+        "scheduler_seconds": DRIVER[arm]["scheduler_seconds"],
+        "scheduler_calls": DRIVER[arm]["scheduler_calls"],
+        "driver_cpu_seconds": run["driver_cpu_seconds"],
+        "ray_daemon_cpu_seconds": run["ray_daemon_cpu_seconds"],
+        "errors": run["errors"],
+    }
+
+
+def pooled(accounts: list[dict]) -> float:
+    """1 - all train seconds / all (wall x CPUs): repeats weighted by their length."""
+    return 1 - sum(a["train_seconds"] for a in accounts) / sum(a["fit_wall_seconds"] * a["cpus"] for a in accounts)
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    scratch = Path(tempfile.mkdtemp(prefix="spidernet-overhead-"))
+    base = SearchConfig(
+        dataset=args.dataset, subset=args.subset, channels=args.channels, population=args.population,
+        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=1, num_cpus=args.cpus,
+        storage_path=str(scratch), seed=args.seed, name="unset",
+    ).validate()
+    seconds_per_batch = None
+    if args.subset is None:
+        subset, seconds_per_batch = calibrate_subset(base, args.step_seconds)
+        base = dataclasses.replace(base, subset=subset)
+        print(f"== calibrated: {seconds_per_batch:.3f} s per batch -> --subset {subset}", flush=True)
+    splits = load_dataset(base.dataset, base.data_root, seed=base.seed, val_fraction=base.val_fraction,
+                          subset=base.subset)
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    results: dict[str, list[dict]] = {"spidernet": [], "stock_pbt": []}
+    try:
+        for repeat in range(args.repeats):
+            order = ["spidernet", "stock_pbt"] if repeat % 2 == 0 else ["stock_pbt", "spidernet"]
+            for arm in order:
+                DRIVER.pop(arm, None)
+                config = dataclasses.replace(base, name=f"{arm}-{repeat}")
+                probe_dir = scratch / f"probes-{arm}-{repeat}"
+                probe_dir.mkdir()
+                print(f"== {arm}, repeat {repeat + 1}/{args.repeats}", flush=True)
+                run = run_spidernet(config, probe_dir) if arm == "spidernet" else run_stock(config, splits, probe_dir)
+                if run["errors"] or not run["rows"]:
+                    raise SystemExit(f"{arm}: trials errored ({run['errors']}) or reported nothing; rerun with --keep "
+                                     f"and see {config.experiment_path}")
+                result = account(arm, run, read_probes(probe_dir), args.cpus)
+                results[arm].append(result)
+                print(f"== {arm}: overhead {result['overhead_fraction']:.1%} over {result['fit_wall_seconds']:.1f} s "
+                      f"x {args.cpus} CPUs, {result['train_seconds']:.1f} s in train_epoch over "
+                      f"{result['steps']} steps", flush=True)
+    finally:
+        ray.shutdown()
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    ours, stock = pooled(results["spidernet"]), pooled(results["stock_pbt"])
+    report = {
+        "spidernet_overhead_fraction": ours,
+        "stock_pbt_overhead_fraction": stock,
+        "ratio_spidernet_over_stock": ours / stock if stock > 0 else None,
+        "target": TARGET,
+        "meets_target": ours <= TARGET and ours < stock,
+        "runs": results,
+        "settings": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "subset": base.subset, "calibrated_seconds_per_batch": seconds_per_batch,
+            "batch_size": base.batch_size, "reductions": base.reductions, "initial_splits": base.initial_splits,
+            "cpus_per_trial": base.cpus_per_trial, "quantile_fraction": base.quantile_fraction,
+            "train_examples": len(splits.y_train), "val_examples": len(splits.y_val),
+            "wall_measured": "Tuner.fit()", "ray": ray.__version__, "torch": torch.__version__,
+            "code": code_version(), "machine": platform.machine(), "os_cpus": os.cpu_count(),
+            "load_average_after": os.getloadavg()[0],
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "overhead.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.output / "overhead.md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it (others edit concurrently)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "spidernet_ray"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"git {head}" + (" + uncommitted changes in spidernet_ray" if dirty else "")
+
+
+def markdown(report: dict) -> str:
+    s = report["settings"]
+    ours, stock = report["runs"]["spidernet"], report["runs"]["stock_pbt"]
+
+    def mean(arm_runs, key):
+        return statistics.fmean(r[key] for r in arm_runs)
+
+    def frac(arm_runs, key):
+        return statistics.fmean(r["breakdown_fraction"][key] for r in arm_runs)
+
+    def idle(arm_runs, key):
+        return statistics.fmean(r["outside_actor_calls_cpu_seconds"][key] for r in arm_runs)
+
+    lines = [
+        "# Orchestration overhead: SpiderNet search vs stock PBT",
+        "",
+        f"Population {s['population']} on {s['cpus']} CPUs (1 per trial), {s['rounds']} rounds (one Tune step = one "
+        f"round), {s['dataset']} ({s['train_examples']} training examples), C={s['channels']}, "
+        f"{s['epochs_per_round']} epoch per round, batch {s['batch_size']}; Ray {s['ray']}, torch {s['torch']}, "
+        f"{s['repeats']} repeat(s), {s['date']}, machine shared (load average {s['load_average_after']:.1f} "
+        f"on {s['os_cpus']} cores at the end), code {s.get('code', 'unknown')}. Wall = `Tuner.fit()`.",
+        "",
+        "overhead = 1 - (seconds in `train_epoch`, summed over trials) / (wall seconds x CPUs)",
+        "",
+        "| | SpiderNet | stock PBT |",
+        "|---|---:|---:|",
+        f"| **overhead fraction** (target <= {report['target']:.0%}, below stock) | "
+        f"**{report['spidernet_overhead_fraction']:.1%}** | **{report['stock_pbt_overhead_fraction']:.1%}** |",
+        f"| wall seconds (`Tuner.fit`) | {mean(ours, 'fit_wall_seconds'):.1f} | {mean(stock, 'fit_wall_seconds'):.1f} |",
+        f"| train seconds, summed | {mean(ours, 'train_seconds'):.1f} | {mean(stock, 'train_seconds'):.1f} |",
+        f"| steps / mean train seconds per step | {mean(ours, 'steps'):.0f} / "
+        f"{mean(ours, 'mean_train_seconds_per_step'):.2f} | {mean(stock, 'steps'):.0f} / "
+        f"{mean(stock, 'mean_train_seconds_per_step'):.2f} |",
+        f"| exploits | {mean(ours, 'exploits'):.1f} | {mean(stock, 'exploits'):.1f} |",
+        f"| actor processes (= CPUs unless actors were restarted) | {mean(ours, 'actor_processes'):.1f} | "
+        f"{mean(stock, 'actor_processes'):.1f} |",
+        "",
+        "Where (wall x CPUs) went, as shares of it (the rows add up to 100%):",
+        "",
+        "| share of wall x CPUs | SpiderNet | stock PBT |",
+        "|---|---:|---:|",
+    ]
+    names = {
+        "train_epoch": "training (`train_epoch`)",
+        "evaluate": "validation (`evaluate`)",
+        "hardware_measure": "hardware measurement",
+        "rest_of_step": "rest of the step (anneal, prune, report)",
+        "checkpoint_save": "checkpoint save (incl. Ray's persist)",
+        "restore_and_proxies": "restore (incl. proxies on exploit)",
+        "actor_reset": "actor reuse (`reset`)",
+        "actor_init": "actor `__init__` + setup",
+        "outside_actor_calls": "outside actor calls (process start, scheduling, RPC, idle)",
+    }
+    for key, name in names.items():
+        lines.append(f"| {name} | {frac(ours, key):.1%} | {frac(stock, key):.1%} |")
+    achieved = statistics.fmean(r["mean_train_seconds_per_step"] for r in ours + stock)
+    if s["calibrated_seconds_per_batch"] and not 0.67 < achieved / s["step_seconds"] < 1.5:
+        lines += ["", f"Steps averaged {achieved:.1f} s of training, not the {s['step_seconds']:g} s calibrated for: "
+                      "the machine's load changed between calibration and the runs."]
+    lines += [
+        "",
+        "Outside actor calls, CPU-seconds before each CPU's first call / between calls / after its last call / "
+        "while a replacement actor process started mid-run: "
+        f"SpiderNet {idle(ours, 'before_first_call'):.1f} / {idle(ours, 'between_calls'):.1f} / "
+        f"{idle(ours, 'after_last_call'):.1f} / {idle(ours, 'actors_replaced'):.1f}, "
+        f"stock PBT {idle(stock, 'before_first_call'):.1f} / {idle(stock, 'between_calls'):.1f} / "
+        f"{idle(stock, 'after_last_call'):.1f} / {idle(stock, 'actors_replaced'):.1f}.",
+        "",
+        f"SpiderNet's proxies on exploit: {mean(ours, 'proxy_seconds'):.1f} s in all (inside restore). Driver: "
+        f"scheduler hooks {mean(ours, 'scheduler_seconds'):.2f} s vs {mean(stock, 'scheduler_seconds'):.2f} s; "
+        f"driver process CPU {mean(ours, 'driver_cpu_seconds'):.1f} s vs {mean(stock, 'driver_cpu_seconds'):.1f} s; "
+        f"Ray daemons CPU {mean(ours, 'ray_daemon_cpu_seconds'):.1f} s vs {mean(stock, 'ray_daemon_cpu_seconds'):.1f} s "
+        "(these share the same CPUs but are not separate rows above).",
+        "",
+        "Produced by (" + (f"--subset calibrated to {s['step_seconds']:g} s per step at "
+                          f"{s['calibrated_seconds_per_batch']:.3f} s per batch" if s["calibrated_seconds_per_batch"]
+                          else "--subset given") + "):",
+        "",
+        "```",
+        f"python benchmarks/overhead.py --population {s['population']} --cpus {s['cpus']} --rounds {s['rounds']} "
+        f"--dataset {s['dataset']} --subset {s['subset']} --channels {s['channels']} "
+        f"--epochs-per-round {s['epochs_per_round']} --repeats {s['repeats']}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
