@@ -142,16 +142,17 @@ def search_callback(config: SearchConfig):
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def start_ray(config: SearchConfig) -> None:
+def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbose: int) -> None:
+    """Attach to ``address`` or start a local Ray (no dashboard); a Ray already running is kept."""
     import ray
 
     if ray.is_initialized():
         return  # a caller (a test, a notebook) already chose the cluster
-    quiet = config.verbose == 0
-    if config.address:
-        ray.init(address=config.address, log_to_driver=not quiet, logging_level=logging.WARNING)
+    quiet = verbose == 0
+    if address:
+        ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=config.num_cpus, num_gpus=config.num_gpus or None, include_dashboard=False,
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=False,
                  log_to_driver=not quiet, logging_level=logging.WARNING)
 
 
@@ -176,7 +177,7 @@ def run(config: SearchConfig) -> int:
     splits = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction,
                           subset=config.subset, download=config.download)
     initial_genome(splits.input_shape, splits.num_classes, config.reductions, config.channels)  # fits the data?
-    start_ray(config)
+    start_ray(config.address, config.num_cpus, config.num_gpus, config.verbose)
     check_cluster(config)
     if config.verbose == 0:
         logging.getLogger("ray.tune").setLevel(logging.WARNING)

@@ -52,7 +52,7 @@ import torch
 
 from spidernet_ray.data import DataError, DataSplits, load_dataset, make_loaders
 from spidernet_ray.genome import Genome, GenomeError
-from spidernet_ray.launch import CONFIG_FILE
+from spidernet_ray.launch import CONFIG_FILE, start_ray
 from spidernet_ray.report import RETRAIN_DIR, RETRAIN_TABLE, format_retrain_table, write_report
 from spidernet_ray.results import PARETO_FILE, TRIALS_FILE, to_table
 
@@ -335,19 +335,6 @@ def plan_retrain(args: argparse.Namespace) -> Plan:
                 num_cpus=args.num_cpus, export=args.export, verbose=args.verbose)
 
 
-def _start_ray(plan: Plan) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return  # a caller (a test, a notebook) already chose the cluster
-    quiet = plan.verbose == 0
-    if plan.address:
-        ray.init(address=plan.address, log_to_driver=not quiet, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=plan.num_cpus, include_dashboard=False, log_to_driver=not quiet,
-                 logging_level=logging.WARNING)
-
-
 def _progress_callback(plan: Plan):
     from ray import tune
 
@@ -368,7 +355,7 @@ def _progress_callback(plan: Plan):
 def run(plan: Plan) -> int:
     from ray import tune
 
-    _start_ray(plan)
+    start_ray(plan.address, plan.num_cpus, 0, plan.verbose)
     if plan.verbose == 0:
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
     retrain_dir = plan.retrain_dir

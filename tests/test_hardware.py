@@ -23,12 +23,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks run fastest on one thread, and timings stay steadier on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(torch_one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def small_net(channels=4, reductions=1, ops=None, input_shape=DIGITS):

@@ -28,12 +28,8 @@ CHEAP_SPLIT = dict(proxy_channels=2, n_inits=1, ntk_samples=32, lrc_side=16, can
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks run fastest on one thread, and timings stay steadier on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(torch_one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def genome(reductions=1, ops=None):
