@@ -187,6 +187,7 @@ class SpiderNetTrainable(tune.Trainable):
         if not instruction or instruction["id"] == self.applied_mutation:
             return
         s = self.settings
+        donor_genome = self.model.genome
         decision = choose_split(
             self.model.genome,
             batch_size=s.batch_size,
@@ -205,6 +206,8 @@ class SpiderNetTrainable(tune.Trainable):
             "id": instruction["id"],
             "donor": instruction.get("donor", ""),
             "chosen": list(decision.chosen) if decision.chosen else None,
+            "donor_genome": donor_genome.to_json(),  # the architecture cloned, and what it grew into
+            "grown_genome": self.model.genome.to_json(),
             "refused_for_budget": decision.refused_for_budget,
             "reason": decision.reason,
             "seconds": decision.seconds,
