@@ -57,7 +57,7 @@ from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits, load_dataset, make_loaders
 from spidernet_ray.supernet import SuperNet
 from spidernet_ray.train import evaluate, make_optimizer, train_epoch
-from spidernet_ray.trainable import TrialSettings, param_space, seeded_start, trial_device
+from spidernet_ray.trainable import SpiderNetTrainable, TrialSettings, param_space, seeded_start
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 0.05
@@ -269,17 +269,10 @@ def ray_daemon_cpu_seconds() -> float:
 
 
 # -- stock PBT's arm ------------------------------------------------------------------------------
-class StockTrainable(tune.Trainable):
+class StockTrainable(SpiderNetTrainable):
     """One fixed network per member: the starting supernet of seed 0 (no pressure, no pruning, no
-    growth), trained with the same loop on the same data; lr and weight_decay come from PBT."""
-
-    def setup(self, config: dict, splits: DataSplits):
-        self.splits = splits
-        self.settings = TrialSettings(**config["settings"])
-        self.device = trial_device()
-        torch.set_num_threads(max(1, int(self.trial_resources.required_resources.get("CPU", 1))))
-        self.loaders = make_loaders(splits, self.settings.batch_size, self.device, seed=config["seed"])
-        self._start_member(config)
+    growth), trained with the same loop on the same data; lr and weight_decay come from PBT.
+    Set-up and actor reuse are the search trainable's own."""
 
     def _start_member(self, config: dict) -> None:
         torch.manual_seed(config["seed"])
@@ -307,10 +300,6 @@ class StockTrainable(tune.Trainable):
         self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
                                         self.settings.momentum)
 
-    def reset_config(self, new_config: dict) -> bool:
-        self.config = new_config
-        self._start_member(new_config)  # a new member, or an exploit whose restore follows
-        return True
 
 
 def row_recorder(rows: list[dict]):
