@@ -1,7 +1,9 @@
 """Checkpoints: genome JSON + safetensors weights, so loading never executes pickled code.
 
 A checkpoint directory holds ``genome.json``, ``weights.safetensors`` and ``network.json`` (what
-kind of network it is and the settings needed to rebuild it exactly).
+kind of network it is and the settings needed to rebuild it exactly). A trainer may add
+``momentum.safetensors``: the SGD momentum buffers keyed by parameter name, so a member paused and
+restored (or cloned) keeps training where it left off.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from spidernet_ray.supernet import CellNetwork, DiscreteNet, SuperNet
 GENOME_FILE = "genome.json"
 WEIGHTS_FILE = "weights.safetensors"
 NETWORK_FILE = "network.json"
+MOMENTUM_FILE = "momentum.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -38,6 +41,8 @@ def save_checkpoint(model: CellNetwork, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, SuperNet):
         network = {"kind": "supernet", "gate": model.gate_kind, "gate_scale": model.gate_scale, "window": model.window}
+        if model.channel_search:  # channel gates are weights too; narrowed widths live in the genome
+            network["channel_search"] = True
     else:
         edge_ops = [[k, s, d, list(ops)] for (k, s, d), ops in model.edge_ops.items()]
         network = {"kind": "discrete", "edge_ops": edge_ops}
@@ -63,7 +68,8 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     except (GenomeError, json.JSONDecodeError, SafetensorError, OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {directory} is unreadable: {exc}") from None
     if network.get("kind") == "supernet":
-        model = SuperNet(genome, gate=network["gate"], drop_path=network["drop_path"], window=network["window"])
+        model = SuperNet(genome, gate=network["gate"], drop_path=network["drop_path"], window=network["window"],
+                         channel_search=bool(network.get("channel_search", False)))
         model.set_gate_scale(network["gate_scale"])
     elif network.get("kind") == "discrete":
         edge_ops = {(k, s, d): tuple(ops) for k, s, d, ops in network["edge_ops"]}
@@ -76,3 +82,37 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint {directory}: weights do not match the genome ({first})") from None
     return model.to(device)
+
+
+def save_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, directory: str | Path) -> None:
+    """The optimiser's momentum buffers, keyed by the name of their parameter."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    buffers = {
+        names[id(p)]: state["momentum_buffer"].detach().cpu().contiguous()
+        for p, state in optimizer.state.items()
+        if id(p) in names and state.get("momentum_buffer") is not None
+    }
+    _write_atomic(Path(directory) / MOMENTUM_FILE, lambda p: save_file(buffers, str(p)))
+
+
+def read_momentum(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The momentum buffers saved beside a checkpoint; none for a checkpoint saved without them."""
+    path = Path(directory) / MOMENTUM_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {directory} has unreadable momentum: {exc}") from None
+
+
+def set_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, buffers: dict[str, torch.Tensor]) -> int:
+    """Give each parameter of ``model`` its saved momentum buffer (same name and shape); the count set."""
+    params = dict(model.named_parameters())
+    count = 0
+    for name, buffer in buffers.items():
+        p = params.get(name)
+        if p is not None and p.shape == buffer.shape:
+            optimizer.state[p]["momentum_buffer"] = buffer.to(p.device)
+            count += 1
+    return count

@@ -14,8 +14,13 @@ from pathlib import Path
 
 from spidernet_ray.pareto import parse_objectives
 
-STRATEGIES = ("spidernet",)
+# spidernet: the Pareto population search; random: random architectures, no scheduler; pbt: Ray Tune's
+# stock PopulationBasedTraining on one fixed hand-written network (see spidernet_ray.baselines).
+STRATEGIES = ("spidernet", "random", "pbt")
 GATES = ("hard", "sigmoid")
+# What every member reports each round (SpiderNetTrainable.step) that an objective may name.
+OBJECTIVE_METRICS = ("val_accuracy", "val_loss", "train_loss", "latency_ms", "peak_memory_mb", "params", "flops",
+                     "ops_alive")
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,17 @@ class SearchConfig:
     deadhead_window: int = 1
     initial_splits: int = 2  # random splits per member at the start, so the population starts diverse
     candidates_per_cell: int = 2
+    # Search-space extensions, each off until benchmarks/compare.py shows it helps (README "Search-space
+    # extensions"): channel-wise gates that narrow conv ops; gradual pruning (at most prune_per_epoch ops
+    # deleted per epoch) and an architecture snapshot for the Pareto archive whenever nothing was pruned for
+    # snapshot_stable_epochs epochs (0: none); macro mutations (add/remove a cell, widen/narrow); crossover.
+    channel_search: bool = False
+    gradual_pruning: bool = False
+    prune_per_epoch: int = 2
+    snapshot_stable_epochs: int = 0
+    macro_mutations: bool = False
+    crossover: bool = False
+    genome: str | None = None  # a genome JSON file every member starts from instead of the initial genome
     # Hardware budgets and objectives
     latency_budget_ms: float | None = None
     memory_budget_mb: float | None = None
@@ -66,6 +82,9 @@ class SearchConfig:
     resume: bool = False
     seed: int = 0
     verbose: int = 0
+    dashboard: bool = False  # a local Ray's dashboard, bound to 127.0.0.1 (off by default)
+    # Fault injection, for testing recovery: the first member's weights turn NaN at the start of this round.
+    inject_nan_round: int | None = None
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -91,7 +110,7 @@ class SearchConfig:
 
     def validate(self) -> SearchConfig:
         positive_ints = ["reductions", "channels", "population", "rounds", "epochs_per_round", "batch_size",
-                         "deadhead_window", "candidates_per_cell", "latency_batch_size"]
+                         "deadhead_window", "candidates_per_cell", "latency_batch_size", "prune_per_epoch"]
         for name in positive_ints:
             value = getattr(self, name)
             if name == "reductions" and value == 0:
@@ -101,13 +120,19 @@ class SearchConfig:
         for name in ["lr", "cpus_per_trial"]:
             if not _finite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{_flag(name)} must be a positive number, got {getattr(self, name)!r}")
-        for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits"]:
+        for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits",
+                     "snapshot_stable_epochs"]:
             if not _finite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be a non-negative number, got {getattr(self, name)!r}")
-        for name in ["latency_budget_ms", "memory_budget_mb", "gpus_per_trial", "num_cpus", "subset"]:
+        for name in ["latency_budget_ms", "memory_budget_mb", "cpus_per_trial", "gpus_per_trial", "num_cpus", "subset",
+                     "inject_nan_round"]:
             value = getattr(self, name)
             if value is not None and (not _finite(value) or value <= 0):
                 raise ConfigError(f"{_flag(name)} must be a positive number, got {value!r}")
+        if self.dashboard and self.address:
+            raise ConfigError("--dashboard starts a local Ray's dashboard; an attached cluster serves its own")
+        if self.num_gpus > 0 and self.gpus_per_trial is not None and self.gpus_per_trial > self.num_gpus:
+            raise ConfigError(f"--gpus-per-trial {self.gpus_per_trial:g} exceeds --num-gpus {self.num_gpus:g}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path!r}")
         if not 0 < self.val_fraction < 1:
@@ -118,12 +143,18 @@ class SearchConfig:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if self.gate not in GATES:
             raise ConfigError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)}")
+        if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):
+            raise ConfigError(f"--name must be a plain folder name (no path), got {self.name!r}")
         if self.population < 2:
             raise ConfigError(f"--population must be at least 2 for a population search, got {self.population}")
         try:
-            parse_objectives(self.objectives)
+            objectives = parse_objectives(self.objectives)
         except ValueError as exc:
             raise ConfigError(f"--objectives: {exc}") from None
+        unknown = [o.metric for o in objectives if o.metric not in OBJECTIVE_METRICS]
+        if unknown:
+            raise ConfigError(f"--objectives: unknown metric {unknown[0]!r}; "
+                              f"members report {', '.join(OBJECTIVE_METRICS)}")
         return self
 
 
@@ -153,6 +184,8 @@ def read_config_file(path: str | Path) -> dict:
     if unknown:
         raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}")
     if "objectives" in data:
+        if not isinstance(data["objectives"], list):
+            raise ConfigError(f"config file {path}: objectives must be a list of strings, got {data['objectives']!r}")
         data["objectives"] = tuple(data["objectives"])
     return data
 

@@ -388,7 +388,8 @@ def _first_existing(directory: Path, name: str, suffixes: Sequence[str]) -> Path
 def _missing(dataset: str, root: Path, folders: Sequence[str], expected: str) -> _FilesMissing:
     where = ", ".join(str(root / folder) for folder in folders)
     if not root.is_dir():
-        return _FilesMissing(f"{dataset}: data root {root} does not exist; expected {expected} in one of: {where}")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        return _FilesMissing(f"{dataset}: data root {root} {problem}; expected {expected} in one of: {where}")
     return _FilesMissing(f"{dataset}: expected {expected} together in one of: {where}; none holds them all")
 
 

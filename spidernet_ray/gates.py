@@ -114,6 +114,23 @@ def gate_pressure(edges, cost: OpCost, mu: float, lam: float) -> torch.Tensor:
     return lam * total
 
 
+def channel_pressure(edges, cost: OpCost, mu: float, lam: float) -> torch.Tensor:
+    """Channel search: lam * sum over open channel-gated ops of mean(channel gates) * (1 + mu * cost / max cost).
+
+    The mean makes closing a whole op's channels cost the same pressure as closing the op itself.
+    """
+    terms = [(edge, name, cost(name, edge.channels, edge.stride, edge.resolution))
+             for edge in edges for name in getattr(edge, "channel_gates", {})]
+    if not terms:
+        return torch.zeros(())
+    top = max(c for _, _, c in terms) or 1.0
+    total = 0.0
+    for edge, name, c in terms:
+        open_ = (edge.gate_weights[name] > 0).to(edge.gate_weights[name].dtype)
+        total = total + open_.detach() * edge.channel_gate(name).mean() * (1 + mu * c / top)
+    return lam * total
+
+
 def check_gate_kind(kind: str) -> str:
     if kind not in GATE_KINDS:
         raise ValueError(f"unknown gate kind {kind!r}; choose from {', '.join(GATE_KINDS)}")

@@ -5,7 +5,10 @@ input shape, class count) and, per cell, a DAG of nodes whose edges carry the se
 operation names. Node ids inside a cell: the inputs are 0..n_inputs-1 (the stem output and every
 earlier cell's output), the output node is ``n_inputs``, internal nodes are larger ids.
 
-Genomes never change in place: ``split_edge`` (growth) and ``remove_op`` (pruning) return new ones.
+Genomes never change in place: ``split_edge`` (growth) and ``remove_op`` (pruning) return new ones,
+and so do the search-space extensions: ``with_widths`` (channel search narrows an op's hidden width,
+recorded per edge only where it differs from the cell's channels), ``macro_mutation`` (add or remove a
+cell, widen or narrow the initial channels) and ``crossover`` (cells from two parents).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from spidernet_ray.ops import OPS
+from spidernet_ray.ops import OPS, WIDTH_SITES
 
 FORMAT_VERSION = 1
+MACRO_MUTATIONS = ("add_cell", "remove_cell", "widen", "narrow")
+WIDTH_STEP = 1.5  # widen multiplies the initial channels by this, narrow divides by it
 
 
 class GenomeError(ValueError):
@@ -29,10 +34,15 @@ class Edge:
     src: int
     dst: int
     ops: tuple[str, ...]
+    widths: tuple[tuple[str, int], ...] = ()  # (op, hidden width) of ops narrowed by channel search
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.src, self.dst)
+
+    def width(self, op: str) -> int | None:
+        """The op's hidden width when channel search narrowed it, else None (as wide as the cell)."""
+        return dict(self.widths).get(op)
 
 
 @dataclass(frozen=True)
@@ -116,12 +126,19 @@ class Genome:
             replace(
                 c,
                 nodes=tuple(sorted(c.nodes)),
-                edges=tuple(sorted(Edge(e.src, e.dst, tuple(sorted(set(e.ops)))) for e in c.edges)),
+                edges=tuple(sorted(self._canonical_edge(e, self.cell_channels(k)) for e in c.edges)),
             )
-            for c in self.cells
+            for k, c in enumerate(self.cells)
         )
         object.__setattr__(self, "cells", cells)
         self.validate()
+
+    @staticmethod
+    def _canonical_edge(e: Edge, channels: int) -> Edge:
+        # A width is kept only for an op the edge has, and only where it differs from the cell's channels.
+        ops = tuple(sorted(set(e.ops)))
+        widths = tuple(sorted((op, w) for op, w in dict(e.widths).items() if op in ops and w != channels))
+        return Edge(e.src, e.dst, ops, widths)
 
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -170,6 +187,12 @@ class Genome:
             unknown = [op for op in e.ops if op not in OPS]
             if unknown:
                 raise GenomeError(f"{where}: unknown operation {unknown[0]!r}; known: {', '.join(sorted(OPS))}")
+            for op, width in e.widths:
+                if op not in WIDTH_SITES:
+                    raise GenomeError(f"{where}: operation {op!r} on edge {e.src}->{e.dst} has no width to narrow")
+                if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+                    raise GenomeError(f"{where}: width of {op} on edge {e.src}->{e.dst} must be positive, "
+                                      f"got {width!r}")
         cell.topological_order()  # raises on a cycle
         from_inputs, to_output = cell.reachable_from_inputs(), cell.reaching_output()
         if cell.output not in from_inputs:
@@ -191,7 +214,7 @@ class Genome:
                     "n_inputs": c.n_inputs,
                     "reduction": c.reduction,
                     "nodes": list(c.nodes),
-                    "edges": [{"src": e.src, "dst": e.dst, "ops": list(e.ops)} for e in c.edges],
+                    "edges": [_edge_dict(e) for e in c.edges],
                 }
                 for c in self.cells
             ],
@@ -219,7 +242,11 @@ class Genome:
                     n_inputs=int(c["n_inputs"]),
                     reduction=bool(c["reduction"]),
                     nodes=tuple(int(n) for n in c["nodes"]),
-                    edges=tuple(Edge(int(e["src"]), int(e["dst"]), tuple(str(o) for o in e["ops"])) for e in c["edges"]),
+                    edges=tuple(
+                        Edge(int(e["src"]), int(e["dst"]), tuple(str(o) for o in e["ops"]),
+                             tuple((str(o), int(w)) for o, w in e.get("widths", {}).items()))
+                        for e in c["edges"]
+                    ),
                 )
                 for c in data["cells"]
             )
@@ -230,7 +257,9 @@ class Genome:
                 num_classes=int(data["num_classes"]),
                 cells=cells,
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except GenomeError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # ValueError: int("wide")
             raise GenomeError(f"malformed genome JSON: {exc!r}") from None
 
     @classmethod
@@ -285,7 +314,7 @@ class Genome:
             raise GenomeError(f"cell {cell}: edge {src}->{dst} has no operation {op!r}")
         remaining = tuple(o for o in edge.ops if o != op)
         edges = tuple(
-            (Edge(src, dst, remaining) if e.key == (src, dst) else e) for e in c.edges if e.key != (src, dst) or remaining
+            (replace(e, ops=remaining) if e.key == (src, dst) else e) for e in c.edges if e.key != (src, dst) or remaining
         )
         pruned = replace(c, edges=edges)
         if c.output not in pruned.reachable_from_inputs():
@@ -293,7 +322,73 @@ class Genome:
         return self._with_cell(cell, pruned.without_orphans())
 
     def with_channels(self, channels: int) -> Genome:
-        return replace(self, channels=channels)
+        """The same cells at another initial width; narrowed ops keep their share of the cell's channels."""
+        if not self.has_widths():
+            return replace(self, channels=channels)
+        cells = tuple(
+            replace(c, edges=tuple(
+                replace(e, widths=tuple((op, max(1, round(w * channels / self.channels))) for op, w in e.widths))
+                for e in c.edges))
+            for c in self.cells
+        )
+        return replace(self, channels=channels, cells=cells)
+
+    def has_widths(self) -> bool:
+        return any(e.widths for c in self.cells for e in c.edges)
+
+    def with_widths(self, widths: dict[tuple[int, int, int, str], int]) -> Genome:
+        """Channel search: set the hidden width of ops, keyed (cell, src, dst, op)."""
+        cells = list(self.cells)
+        for (k, src, dst, op), width in widths.items():
+            self._cell(k)  # raises for a cell the genome lacks
+            c = cells[k]
+            edge = c.edge(src, dst)
+            if op not in edge.ops:
+                raise GenomeError(f"cell {k}: edge {src}->{dst} has no operation {op!r}")
+            new = replace(edge, widths=tuple({**dict(edge.widths), op: int(width)}.items()))
+            cells[k] = c = replace(c, edges=tuple(new if e.key == edge.key else e for e in c.edges))
+        return replace(self, cells=tuple(cells))
+
+    # -- macro mutations and crossover ------------------------------------------------------
+    def add_cell(self) -> Genome:
+        """One more reduction cell at the end, in the initial form (raises when the input is too small)."""
+        return _with_reductions(self, self.reductions + 1, self.cells + (_initial_cell(len(self.cells)),))
+
+    def remove_cell(self) -> Genome:
+        """Drop the last cell (earlier cells never read later ones, so they stay as they are)."""
+        if self.reductions == 0:
+            raise GenomeError("cannot remove a cell: the network has only its normal cell")
+        return _with_reductions(self, self.reductions - 1, self.cells[:-1])
+
+    def macro_mutation(self, kind: str) -> Genome:
+        """``add_cell``, ``remove_cell``, ``widen`` or ``narrow`` (initial channels times or over WIDTH_STEP)."""
+        if kind == "add_cell":
+            return self.add_cell()
+        if kind == "remove_cell":
+            return self.remove_cell()
+        if kind == "widen":
+            return self.with_channels(max(self.channels + 1, round(self.channels * WIDTH_STEP)))
+        if kind == "narrow":
+            if self.channels == 1:
+                raise GenomeError("cannot narrow a network of one channel")
+            return self.with_channels(max(1, min(self.channels - 1, round(self.channels / WIDTH_STEP))))
+        raise GenomeError(f"unknown macro mutation {kind!r}; choose from {', '.join(MACRO_MUTATIONS)}")
+
+    def crossover(self, other: Genome, from_other: set[int] | frozenset[int]) -> Genome:
+        """A child with this genome's macro structure whose cells ``from_other`` come from ``other``.
+
+        A cell's shape depends only on its position (its inputs are the stem and every earlier cell),
+        so any mix of same-position cells is a valid network. Widths of cells taken from a parent of
+        another initial width are scaled to this one's.
+        """
+        if (other.input_shape, other.num_classes) != (self.input_shape, self.num_classes):
+            raise GenomeError("crossover needs parents for the same input shape and class count")
+        missing = sorted(k for k in from_other if not 0 <= k < min(len(self.cells), len(other.cells)))
+        if missing:
+            raise GenomeError(f"crossover: cell(s) {missing} are not in both parents")
+        donor = other.with_channels(self.channels) if other.channels != self.channels else other
+        cells = tuple(donor.cells[k] if k in from_other else c for k, c in enumerate(self.cells))
+        return replace(self, cells=cells)
 
     def _cell(self, index: int) -> Cell:
         if not 0 <= index < len(self.cells):
@@ -304,6 +399,29 @@ class Genome:
         cells = list(self.cells)
         cells[index] = cell
         return replace(self, cells=tuple(cells))
+
+
+def _edge_dict(e: Edge) -> dict:
+    data = {"src": e.src, "dst": e.dst, "ops": list(e.ops)}
+    if e.widths:  # only narrowed ops are written, so genomes without channel search keep their JSON and hash
+        data["widths"] = dict(e.widths)
+    return data
+
+
+def _initial_cell(index: int, candidates: tuple[str, ...] | None = None) -> Cell:
+    """Cell ``index`` in its initial form: every input feeds one internal node, which feeds the output."""
+    candidates = tuple(candidates) if candidates is not None else default_candidates()
+    n_inputs = index + 1
+    output, node = n_inputs, n_inputs + 1
+    edges = tuple(Edge(i, node, candidates) for i in range(n_inputs)) + (Edge(node, output, candidates),)
+    return Cell(n_inputs=n_inputs, reduction=index > 0, nodes=(node,), edges=edges)
+
+
+def _with_reductions(genome: Genome, reductions: int, cells: tuple[Cell, ...]) -> Genome:
+    side = min(genome.input_shape[1:])
+    if 2**reductions > side:
+        raise GenomeError(f"cannot add a cell: {reductions} reductions halve a {side}px input below 1px")
+    return replace(genome, reductions=reductions, cells=cells)
 
 
 def default_candidates() -> tuple[str, ...]:
@@ -319,11 +437,5 @@ def initial_genome(
     ops: tuple[str, ...] | None = None,
 ) -> Genome:
     """The starting network: in each cell every input feeds one internal node, which feeds the output."""
-    candidates = tuple(ops) if ops is not None else default_candidates()
-    cells = []
-    for index in range(reductions + 1):
-        n_inputs = index + 1
-        output, node = n_inputs, n_inputs + 1
-        edges = tuple(Edge(i, node, candidates) for i in range(n_inputs)) + (Edge(node, output, candidates),)
-        cells.append(Cell(n_inputs=n_inputs, reduction=index > 0, nodes=(node,), edges=edges))
-    return Genome(reductions, channels, tuple(input_shape), num_classes, tuple(cells))
+    cells = tuple(_initial_cell(index, ops) for index in range(reductions + 1))
+    return Genome(reductions, channels, tuple(input_shape), num_classes, cells)

@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from spidernet_ray.ops import build_op
-from spidernet_ray.supernet import CellNetwork, SuperNet
+from spidernet_ray.supernet import CellNetwork, SuperNet, supernet_loss
 from spidernet_ray.train import make_optimizer, train_step
 
 MB = 2**20
@@ -184,6 +184,32 @@ def measure_peak_memory(
     resident = tensor_bytes([*clone.parameters(), *clone.buffers(), *state, x, y])
     peak, method = peak_step_memory(lambda: train_step(clone, optimizer, x, y), resident, device)
     return peak / MB, method
+
+
+def training_memory_floor(model: CellNetwork, input_shape: tuple[int, int, int], batch_size: int) -> float:
+    """MiB that a training step of ``model`` needs at the least, on any device.
+
+    When backward starts, the parameters, their momentum, the buffers, the batch and every activation
+    the forward pass saved for backward are live at once. Their bytes are counted, not profiled, so
+    the figure is the same on any device; ``measure_peak_memory`` adds the step's temporaries and
+    gradients on top (for the smallest network it reports about twice as much).
+    """
+    x = torch.zeros(batch_size, *input_shape)
+    y = torch.zeros(batch_size, dtype=torch.long)
+    resident = [*model.parameters(), *model.parameters(), *model.buffers(), x, y]  # twice: weights, momentum
+    counted = {t.untyped_storage().data_ptr() for t in resident}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in counted:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        supernet_loss(copy.deepcopy(model).train().forward_heads(x), y)
+    params = tensor_bytes(model.parameters())
+    return (2 * params + tensor_bytes([*model.buffers(), x, y]) + sum(saved.values())) / MB
 
 
 # -- counts -----------------------------------------------------------------------------------

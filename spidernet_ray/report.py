@@ -198,7 +198,8 @@ class Lineage:
 
 
 def describe_mutation(mutation: Any) -> str:
-    """'split c1 0->3' for a clone that grew, 'clone, no split' for one that did not."""
+    """'split c1 0->3' for a clone that grew, 'add cell' or 'crossover with <trial>' for a macro
+    mutation or crossover, 'clone, no split' for one that did not change."""
     if isinstance(mutation, str):
         try:
             mutation = json.loads(mutation) if mutation else {}
@@ -207,6 +208,9 @@ def describe_mutation(mutation: Any) -> str:
     chosen = (mutation or {}).get("chosen")
     if chosen and len(chosen) == 3:
         return f"split c{chosen[0]} {chosen[1]}->{chosen[2]}"
+    if (mutation or {}).get("applied"):  # a macro mutation or a crossover (search-space extensions)
+        kind = str(mutation.get("kind", "")).replace("_", " ")
+        return f"{kind} with {mutation.get('other', '')}" if kind == "crossover" else kind
     return "clone, no split"
 
 

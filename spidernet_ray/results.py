@@ -224,6 +224,22 @@ def _sort_by_accuracy(entries: list[dict[str, Any]], objectives: Sequence[Object
     return [entries[index] for index in order]
 
 
+def snapshot_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per architecture snapshot (gradual pruning) reported in ``rows``' ``snapshots`` JSON,
+    carrying its trial and round, so snapshots compete for the front like the rounds' own rows."""
+    found = []
+    for row in rows:
+        try:
+            snapshots = json.loads(row.get("snapshots") or "[]")
+        except (TypeError, json.JSONDecodeError):
+            continue
+        for snapshot in snapshots if isinstance(snapshots, list) else []:
+            if isinstance(snapshot, dict):
+                found.append({**snapshot, "trial_id": row.get("trial_id"), "trial_dir": row.get("trial_dir"),
+                              "training_iteration": row.get("training_iteration"), "snapshot": True})
+    return found
+
+
 def pareto_front(
     rows: Sequence[Mapping[str, Any]],
     objectives: Iterable[str | Objective],
@@ -476,7 +492,7 @@ def write_results(
     experiment_dir = Path(experiment_dir)
     objectives = parse_objectives(objectives)
     rows = read_rows(experiment_dir)
-    front = pareto_front(rows, objectives, budgets)
+    front = pareto_front(rows + snapshot_rows(rows), objectives, budgets)
     genealogy = read_genealogy(experiment_dir)
     iterations = [row["training_iteration"] for row in rows if _is_finite_number(row.get("training_iteration"))]
     summary = Summary(

@@ -5,9 +5,13 @@ What changes from stock PBT, each in one protected hook:
   constraint domination (budget violators rank below every feasible member) and crowding distance
   for ties, instead of by one scalar. Diverged members are never donors.
 - ``_get_new_config``: the clone's config also carries a mutation instruction (grow by a split) on
-  top of PBT's perturbation of the hyperparameters.
+  top of PBT's perturbation of the hyperparameters. With the search-space extensions on, the
+  instruction may instead be a macro mutation (``macro_probability``) or a crossover with another
+  member of the top half (``crossover_probability``, the second kind of exploit), whose genome the
+  instruction carries since the clone restores only the donor's checkpoint.
 - ``_exploit``: records the genealogy (who cloned whom, with which mutation).
-- ``_save_trial_state``: keeps per-trial scores and a Pareto archive of every feasible architecture.
+- ``_save_trial_state``: keeps per-trial scores and a Pareto archive of every feasible architecture,
+  the snapshots a member took during the round (gradual pruning) included.
 
 Ray does not save scheduler state, so it is written to ``state_path`` (JSON) after every change and
 read back from there on construction. Usable from any plain ``tune.Tuner``:
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 import uuid
 from pathlib import Path
@@ -32,11 +37,15 @@ from pathlib import Path
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
+from spidernet_ray.genome import MACRO_MUTATIONS
 from spidernet_ray.pareto import DEFAULT_OBJECTIVES, ParetoArchive, budget_violation, objective_matrix, parse_objectives
 from spidernet_ray.pareto import rank_population
 
 DIVERGED_VIOLATION = 1e12
 ARCHIVE_FIELDS = ("params", "flops", "latency_spread_ms", "memory_method", "ops_alive", "genome", "genome_hash")
+# Share of clones given a macro mutation or a crossover when the extension is on (launch's options).
+MACRO_PROBABILITY = 0.3
+CROSSOVER_PROBABILITY = 0.3
 
 
 class SpiderNetScheduler(PopulationBasedTraining):
@@ -47,8 +56,17 @@ class SpiderNetScheduler(PopulationBasedTraining):
         state_path: str | os.PathLike | None = None,
         perturbation_interval: int = 1,
         quantile_fraction: float = 0.25,
+        macro_probability: float = 0.0,
+        crossover_probability: float = 0.0,
+        seed: int | None = None,
         **pbt_kwargs,
     ):
+        for name, value in (("macro_probability", macro_probability), ("crossover_probability", crossover_probability)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        self.macro_probability, self.crossover_probability = macro_probability, crossover_probability
+        self._rng = random.Random(seed)  # which extension a clone gets (stock PBT's own draws use `random`)
+        self._ranked: list[Trial] = []  # the population best first, as last ranked
         self.objectives = parse_objectives(objectives)
         primary = self.objectives[0]
         super().__init__(
@@ -78,6 +96,8 @@ class SpiderNetScheduler(PopulationBasedTraining):
             "violation": violation,
             "diverged": diverged,
         }
+        if not diverged:
+            self._archive_snapshots(result, trial)
         if violation == 0 and not diverged and result.get("genome_hash"):
             payload = {"trial_id": trial.trial_id, "round": result.get("training_iteration")}
             payload.update({k: result[k] for k in ARCHIVE_FIELDS if k in result})
@@ -85,6 +105,19 @@ class SpiderNetScheduler(PopulationBasedTraining):
             self.archive.add(result["genome_hash"], metrics, payload)
         self._write_state()
         return score
+
+    def _archive_snapshots(self, result: dict, trial: Trial) -> None:
+        """Gradual pruning: each architecture the member snapshotted during the round is a candidate of
+        its own (added before the round's result, so on the same architecture the round's result wins)."""
+        snapshots = result.get("snapshots") or []
+        for snapshot in json.loads(snapshots) if isinstance(snapshots, str) else snapshots:
+            if budget_violation(snapshot, self.budgets) != 0 or not snapshot.get("genome_hash"):
+                continue
+            payload = {"trial_id": trial.trial_id, "round": snapshot.get("round"), "epoch": snapshot.get("epoch"),
+                       "snapshot": True}
+            payload.update({k: snapshot[k] for k in ARCHIVE_FIELDS if k in snapshot})
+            metrics = {o.metric: snapshot.get(o.metric) for o in self.objectives}
+            self.archive.add(snapshot["genome_hash"], metrics, payload)
 
     def rank(self, trials: list[Trial]) -> list[Trial]:
         """Best first: Pareto front, then crowding distance; violators and diverged members last."""
@@ -101,7 +134,7 @@ class SpiderNetScheduler(PopulationBasedTraining):
         ]
         if len(trials) <= 1:
             return [], []
-        ranked = self.rank(trials)
+        ranked = self._ranked = self.rank(trials)
         size = min(int(math.ceil(len(ranked) * self._quantile_fraction)), len(ranked) // 2)
         upper = [t for t in ranked[:size] if not self._diverged(t)]
         if not upper:
@@ -124,8 +157,30 @@ class SpiderNetScheduler(PopulationBasedTraining):
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial):
         new_config, operations = super()._get_new_config(trial, trial_to_clone)
-        new_config["mutation"] = {"id": uuid.uuid4().hex[:12], "kind": "split", "donor": trial_to_clone.trial_id}
+        new_config["mutation"] = self._mutation_instruction(trial, trial_to_clone)
         return new_config, operations
+
+    def _mutation_instruction(self, trial: Trial, donor: Trial) -> dict:
+        """What the clone does after restoring the donor: a split, unless an extension that is on draws
+        a crossover (with another top-half member, its genome carried along) or a macro mutation."""
+        instruction = {"id": uuid.uuid4().hex[:12], "kind": "split", "donor": donor.trial_id}
+        partner = self._crossover_partner(trial, donor) if self.crossover_probability else None
+        if partner is not None:
+            genome = self._trial_state[partner].last_result["genome"]
+            instruction.update(kind="crossover", other=partner.trial_id, other_genome=genome)
+        elif self.macro_probability and self._rng.random() < self.macro_probability:
+            instruction["kind"] = self._rng.choice(MACRO_MUTATIONS)
+        return instruction
+
+    def _crossover_partner(self, trial: Trial, donor: Trial) -> Trial | None:
+        """With ``crossover_probability``, a member of the top half of the last ranking other than the
+        donor and the clone (one that has reported a genome and did not diverge); else None."""
+        if self._rng.random() >= self.crossover_probability:
+            return None
+        top = self._ranked[: max(2, len(self._ranked) // 2)]
+        partners = [t for t in top if t not in (trial, donor) and t.trial_id in self.scores and not self._diverged(t)
+                    and (self._trial_state[t].last_result or {}).get("genome")]
+        return self._rng.choice(partners) if partners else None
 
     def _exploit(self, tune_controller, trial: Trial, trial_to_clone: Trial):
         super()._exploit(tune_controller, trial, trial_to_clone)
@@ -136,7 +191,8 @@ class SpiderNetScheduler(PopulationBasedTraining):
             "child": trial.trial_id,
             "donor": trial_to_clone.trial_id,
             "donor_genome_hash": donor.get("genome_hash"),
-            "mutation": trial.config["mutation"],
+            # A crossover's instruction carries the other parent's genome: the child's rows hold what it became.
+            "mutation": {k: v for k, v in trial.config["mutation"].items() if k != "other_genome"},
             "lr": trial.config.get("lr"),
             "weight_decay": trial.config.get("weight_decay"),
             "drop_path": trial.config.get("drop_path"),

@@ -7,6 +7,11 @@ classifier head per cell. Training loss = CE(last head) + 0.4 * sum CE(other hea
 The module tree mirrors the genome: ``cells[k].edges["src_dst"].ops[name]``. Deadheading deletes
 modules for real and growth adds new ones next to the untouched old ones, so a network and its
 genome always agree and surviving tensors are inherited bit for bit.
+
+Channel search (``channel_search=True``, off by default): every narrowable op (``ops.WIDTH_SITES``)
+also carries one scaled-sigmoid gate per hidden channel, annealed with the op gates' scale;
+``SuperNet.shrink_channels`` rebuilds ops with only the channels still open (their widths go into the
+genome), and ``to_discrete`` exports only the channels open at the hard threshold.
 """
 
 from __future__ import annotations
@@ -23,19 +28,22 @@ from spidernet_ray.gates import (
     OpCost,
     annealed_scale,
     apply_gate,
+    channel_pressure,
     check_gate_kind,
     gate_pressure,
     gate_value,
     param_cost,
 )
 from spidernet_ray.genome import Genome, GenomeError
-from spidernet_ray.ops import Subsample, build_op
+from spidernet_ray.ops import WIDTH_SITES, Subsample, build_op, forward_with_channel_gate, hidden_width, narrow_op
 
 AUX_WEIGHT = 0.4
 DEADHEAD_THRESHOLD = 0.25
 NO_DROP_PATH = frozenset({"identity"})
+CHANNEL_DROP = 0.01  # shrink_channels removes a hidden channel whose training-time gate is below this
 
 EdgeOps = dict[tuple[int, int, int], tuple[str, ...]]  # (cell, src, dst) -> op names
+ChannelKeep = dict[tuple[int, int, int, str], list[int]]  # (cell, src, dst, op) -> hidden channels kept
 
 
 def drop_path(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -52,15 +60,22 @@ def edge_key(src: int, dst: int) -> str:
 class MixedEdge(nn.Module):
     """Sum over candidate operations, each multiplied by its gate (when gated)."""
 
-    def __init__(self, op_names, channels: int, stride: int, resolution: tuple[int, int], gated: bool, gate_kind: str):
+    def __init__(self, op_names, channels: int, stride: int, resolution: tuple[int, int], gated: bool, gate_kind: str,
+                 widths: dict[str, int] | None = None, channel_search: bool = False):
         super().__init__()
         self.channels, self.stride, self.resolution = channels, stride, tuple(resolution)
         self.gated, self.gate_kind = gated, gate_kind
         self.drop_prob = 0.0
         self.gate_scale = 1.0
-        self.ops = nn.ModuleDict({name: build_op(name, channels, stride) for name in op_names})
+        widths = widths or {}
+        self.ops = nn.ModuleDict({name: build_op(name, channels, stride, widths.get(name)) for name in op_names})
         if gated:
             self.gate_weights = nn.ParameterDict({name: nn.Parameter(torch.tensor(GATE_INIT)) for name in op_names})
+            if channel_search:
+                self.channel_gates = nn.ParameterDict({
+                    name: nn.Parameter(torch.full((hidden_width(name, op),), GATE_INIT))
+                    for name, op in self.ops.items() if name in WIDTH_SITES
+                })
             # Per-op count of training steps with the gate open, kept on the gate's device (no sync per
             # step), and the per-epoch (open, steps) history deadheading reads.
             self.open_steps: dict[str, torch.Tensor] = {}
@@ -77,13 +92,18 @@ class MixedEdge(nn.Module):
     def is_open(self, name: str) -> bool:
         return not self.gated or bool(self.gate_weights[name].detach() > 0)
 
+    def channel_gate(self, name: str) -> torch.Tensor:
+        """Channel search: scaled sigmoid per hidden channel in training, the hard threshold in evaluation."""
+        return gate_value(self.channel_gates[name], "sigmoid", self.gate_scale, self.training)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         counting = self.gated and self.training and torch.is_grad_enabled()
         if counting:
             self.steps += 1
+        channel_gated = getattr(self, "channel_gates", {})
         out = None
         for name, op in self.ops.items():
-            y = op(x)
+            y = forward_with_channel_gate(name, op, x, self.channel_gate(name)) if name in channel_gated else op(x)
             if self.training and self.drop_prob > 0 and name not in NO_DROP_PATH:
                 y = drop_path(y, self.drop_prob)
             if self.gated:
@@ -116,14 +136,32 @@ class MixedEdge(nn.Module):
             del self.gate_weights[name]
             self.open_steps.pop(name, None)
             del self.history[name]
+            if name in getattr(self, "channel_gates", {}):
+                del self.channel_gates[name]
+
+    def narrow(self, name: str, keep: list[int]) -> None:
+        """Rebuild op ``name`` with only the hidden channels ``keep``, copying their weights (and gates).
+
+        With ``keep`` empty one channel stays: the most open one, whose own gate keeps it shut, or in
+        a network without gates channel 0 made silent (the op then outputs what it did fully shut).
+        """
+        gates = getattr(self, "channel_gates", {})
+        silent = not keep
+        if silent:
+            keep, silent = ([int(gates[name].detach().argmax())], False) if name in gates else ([0], True)
+        self.ops[name] = narrow_op(name, self.ops[name], self.channels, self.stride, keep, silent)
+        if name in gates:
+            self.channel_gates[name] = nn.Parameter(gates[name].detach()[sorted(keep)].clone())
 
 
 class CellModule(nn.Module):
     """One cell: input adapters, gated mixed edges and a BatchNorm per node, evaluated in topological order."""
 
-    def __init__(self, genome: Genome, index: int, gated: bool, gate_kind: str, edge_ops: EdgeOps | None = None):
+    def __init__(self, genome: Genome, index: int, gated: bool, gate_kind: str, edge_ops: EdgeOps | None = None,
+                 channel_search: bool = False):
         super().__init__()
         self.index, self.gated, self.gate_kind = index, gated, gate_kind
+        self.channel_search = channel_search
         self.channels = genome.cell_channels(index)
         self.adapters = nn.ModuleDict()
         self.edges = nn.ModuleDict()
@@ -173,7 +211,8 @@ class CellModule(nn.Module):
                 from_input = e.src in cell.inputs
                 stride = 2 if cell.reduction and from_input else 1
                 res = in_res if from_input else out_res
-                self.edges[key] = MixedEdge(ops, self.channels, stride, res, self.gated, self.gate_kind).to(device)
+                self.edges[key] = MixedEdge(ops, self.channels, stride, res, self.gated, self.gate_kind,
+                                            dict(e.widths), self.channel_search).to(device)
 
         nodes = {str(n) for n in (*cell.nodes, cell.output)}
         for name in [n for n in self.node_bn if n not in nodes]:
@@ -199,13 +238,16 @@ class CellModule(nn.Module):
 class CellNetwork(nn.Module):
     """Stem, densely connected cells and one head per cell; gated (supernet) or plain (discrete)."""
 
-    def __init__(self, genome: Genome, gated: bool, gate_kind: str = "hard", drop_path: float = 0.0, edge_ops=None):
+    def __init__(self, genome: Genome, gated: bool, gate_kind: str = "hard", drop_path: float = 0.0, edge_ops=None,
+                 channel_search: bool = False):
         super().__init__()
         self.genome = genome
+        self.channel_search = channel_search
         in_channels, c = genome.input_shape[0], genome.channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
         self.cells = nn.ModuleList(
-            CellModule(genome, k, gated, check_gate_kind(gate_kind), edge_ops) for k in range(len(genome.cells))
+            CellModule(genome, k, gated, check_gate_kind(gate_kind), edge_ops, channel_search)
+            for k in range(len(genome.cells))
         )
         self.heads = nn.ModuleList(nn.Linear(genome.cell_channels(k), genome.num_classes) for k in range(len(genome.cells)))
         self.set_drop_path(drop_path)
@@ -239,6 +281,21 @@ class CellNetwork(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def narrow_channels(self, keep: ChannelKeep) -> int:
+        """Channel search: rebuild each (cell, src, dst, op) with only its hidden channels ``keep``; the
+        genome records the new widths. Returns how many channels were removed."""
+        removed, widths = 0, {}
+        for (k, src, dst, name), channels in keep.items():
+            edge = self.cells[k].edges[edge_key(src, dst)]
+            width = hidden_width(name, edge.ops[name])
+            if len(channels) < width or not channels:
+                edge.narrow(name, channels)
+                widths[(k, src, dst, name)] = max(len(channels), 1)
+                removed += width - widths[(k, src, dst, name)]
+        if widths:
+            self.genome = self.genome.with_widths(widths)
+        return removed
+
 
 class DiscreteNet(CellNetwork):
     """The searched network without gates: only the surviving operations, plain PyTorch modules."""
@@ -253,15 +310,18 @@ class DiscreteNet(CellNetwork):
 class SuperNet(CellNetwork):
     """A gated network that prunes itself (deadheading) and grows (edge splits)."""
 
-    def __init__(self, genome: Genome, gate: str = "hard", drop_path: float = 0.0, window: int = 2):
-        super().__init__(genome, gated=True, gate_kind=gate, drop_path=drop_path)
+    def __init__(self, genome: Genome, gate: str = "hard", drop_path: float = 0.0, window: int = 2,
+                 channel_search: bool = False):
+        super().__init__(genome, gated=True, gate_kind=gate, drop_path=drop_path, channel_search=channel_search)
         self.gate_kind = gate
         self.window = window
         self.set_gate_scale(1.0)
 
     # -- gates ------------------------------------------------------------------------------
     def gate_parameters(self) -> list[nn.Parameter]:
-        return [w for edge in self.mixed_edges() for w in edge.gate_weights.values()]
+        """Op gates, then (channel search) the channel gates."""
+        ops = [w for edge in self.mixed_edges() for w in edge.gate_weights.values()]
+        return ops + [w for edge in self.mixed_edges() for w in getattr(edge, "channel_gates", {}).values()]
 
     def clamp_gates(self) -> None:
         with torch.no_grad():
@@ -278,7 +338,10 @@ class SuperNet(CellNetwork):
         self.set_gate_scale(annealed_scale(progress))
 
     def gate_pressure(self, cost: OpCost = param_cost, mu: float = 1.0, lam: float = 1e-4) -> torch.Tensor:
-        return gate_pressure(self.mixed_edges(), cost, mu, lam)
+        pressure = gate_pressure(self.mixed_edges(), cost, mu, lam)
+        if self.channel_search:
+            pressure = pressure + channel_pressure(self.mixed_edges(), cost, mu, lam)
+        return pressure
 
     def open_ops(self) -> EdgeOps:
         return {
@@ -289,17 +352,38 @@ class SuperNet(CellNetwork):
             for e in self.genome.cells[cell.index].edges
         }
 
+    # -- channel search ---------------------------------------------------------------------
+    def open_channels(self, hard: bool = True) -> ChannelKeep:
+        """Per channel-gated op, the hidden channels open: gate weight > 0 (``hard``, what evaluation
+        sees), else a training-time gate of at least CHANNEL_DROP (possibly none)."""
+        keep = {}
+        for cell in self.cells:
+            for key, edge in cell.edges.items():
+                src, dst = map(int, key.split("_"))
+                for name, w in getattr(edge, "channel_gates", {}).items():
+                    w = w.detach()
+                    opened = w > 0 if hard else torch.sigmoid(edge.gate_scale * w) >= CHANNEL_DROP
+                    keep[(cell.index, src, dst, name)] = torch.nonzero(opened).flatten().tolist()
+        return keep
+
+    def shrink_channels(self, hard: bool = False) -> int:
+        """Remove, for real, the hidden channels whose gates are shut (see ``open_channels``); their
+        weights go with them and the genome records the narrower widths. Returns channels removed."""
+        return self.narrow_channels(self.open_channels(hard))
+
     # -- deadheading ------------------------------------------------------------------------
     def end_epoch(self) -> None:
         """Close the epoch's gate-open counts into each op's rolling window."""
         for edge in self.mixed_edges():
             edge.end_epoch(self.window)
 
-    def deadhead(self, threshold: float = DEADHEAD_THRESHOLD) -> list[tuple[int, int, int, str]]:
+    def deadhead(self, threshold: float = DEADHEAD_THRESHOLD,
+                 limit: int | None = None) -> list[tuple[int, int, int, str]]:
         """Delete ops open in fewer than ``threshold`` of the steps over a full window of epochs.
 
         Returns the deleted (cell, src, dst, op). A deletion that would disconnect a cell's output
-        from every input is skipped, so the network always stays a network.
+        from every input is skipped, so the network always stays a network. ``limit`` (gradual
+        pruning) deletes at most that many, those open least often first.
         """
         candidates = []
         for cell in self.cells:
@@ -310,6 +394,8 @@ class SuperNet(CellNetwork):
                         candidates.append((edge.open_fraction(name), cell.index, src, dst, name))
         genome, removed = self.genome, []
         for _, k, src, dst, name in sorted(candidates):
+            if limit is not None and len(removed) >= limit:
+                break
             try:
                 genome = genome.remove_op(k, src, dst, name)
             except GenomeError:
@@ -342,7 +428,8 @@ class SuperNet(CellNetwork):
 
     # -- export -----------------------------------------------------------------------------
     def discrete_genome(self) -> Genome:
-        """The genome with closed ops removed (where that keeps the cell connected)."""
+        """The genome with closed ops removed (where that keeps the cell connected) and, with channel
+        search, the widths of the channels open."""
         genome = self.genome
         for (k, src, dst), ops in self.open_ops().items():
             for name in self.genome.cells[k].edge(src, dst).ops:
@@ -351,15 +438,36 @@ class SuperNet(CellNetwork):
                         genome = genome.remove_op(k, src, dst, name)
                     except GenomeError:
                         pass
+        if self.channel_search:
+            widths = {}
+            for (k, src, dst, name), channels in self.open_channels().items():
+                edge = next((e for e in genome.cells[k].edges if e.key == (src, dst)), None)
+                if edge is not None and name in edge.ops:  # the op survived the removals above
+                    widths[(k, src, dst, name)] = max(len(channels), 1)
+            genome = genome.with_widths(widths)
         return genome
 
     def to_discrete(self) -> DiscreteNet:
-        """A plain network with only the open ops, giving the same outputs as this one in eval mode."""
+        """A plain network with only the open ops (and open channels), giving the same outputs as this
+        one in eval mode."""
         net = DiscreteNet(self.genome, self.open_ops(), drop_path=self.drop_path_prob)
         state = self.state_dict()
         net.load_state_dict({k: state[k] for k in net.state_dict()})
+        if self.channel_search:
+            ops = net.edge_ops
+            net.narrow_channels({key: keep for key, keep in self.open_channels().items() if key[3] in ops[key[:3]]})
         device = next(self.parameters()).device
         return net.to(device).train(self.training)
+
+
+def inherit_weights(model: nn.Module, state: dict[str, torch.Tensor], skip: tuple[str, ...] = ()) -> tuple[int, int]:
+    """Copy into ``model`` every tensor of ``state`` whose name and shape match one of its own, except
+    names starting with a ``skip`` prefix; the rest keep their fresh initialisation (macro mutations
+    and crossover). Returns (tensors inherited, tensors left fresh)."""
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(skip)}
+    model.load_state_dict(matched, strict=False)
+    return len(matched), len(own) - len(matched)
 
 
 def supernet_loss(head_logits: list[torch.Tensor], y: torch.Tensor, aux_weight: float = AUX_WEIGHT) -> torch.Tensor:

@@ -81,10 +81,19 @@ def train_epoch(
     return total / max(count, 1)
 
 
-def prune_after_epoch(model: SuperNet, optimizer: torch.optim.Optimizer) -> list:
-    """Close the epoch's gate counts, deadhead, and keep the optimiser in step with the module tree."""
+def prune_after_epoch(model: SuperNet, optimizer: torch.optim.Optimizer, limit: int | None = None) -> list:
+    """Close the epoch's gate counts, deadhead, and keep the optimiser in step with the module tree.
+    ``limit`` (gradual pruning) deletes at most that many ops, those open least often first."""
     model.end_epoch()
-    removed = model.deadhead()
+    removed = model.deadhead(limit=limit)
+    if removed:
+        refresh_optimizer(optimizer, model)
+    return removed
+
+
+def narrow_after_epoch(model: SuperNet, optimizer: torch.optim.Optimizer) -> int:
+    """Channel search: remove the hidden channels whose gates have shut; returns how many went."""
+    removed = model.shrink_channels()
     if removed:
         refresh_optimizer(optimizer, model)
     return removed

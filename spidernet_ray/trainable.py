@@ -5,13 +5,22 @@ discrete network the member currently stands for. On exploit, Ray restores the d
 into this member and hands it a new config carrying a mutation instruction; the member scores
 candidate splits with the train-free proxies itself (compute stays on the worker), applies the best
 one that fits the budget and keeps training.
+
+Search-space extensions (each a SearchConfig option, off by default): channel search narrows conv ops
+after every epoch; gradual pruning deletes a few ops per epoch and snapshots the architecture whenever
+pruning has been stable for a few epochs (the scheduler archives the snapshots); a mutation instruction
+may also be a macro mutation or a crossover, after which the member rebuilds its network and inherits
+every tensor whose name and shape still match (``round_epochs`` gives deeper or narrower networks more
+epochs per round).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
+import re
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -25,14 +34,24 @@ from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits, make_loaders
 from spidernet_ray.gates import PressureCoefficient
-from spidernet_ray.genome import Genome, initial_genome
+from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_genome
 from spidernet_ray.hardware import measure
 from spidernet_ray.pareto import budget_violation
-from spidernet_ray.proxies import choose_split
-from spidernet_ray.supernet import SuperNet
-from spidernet_ray.train import evaluate, make_optimizer, prune_after_epoch, refresh_optimizer, train_epoch
+from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
+from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
+from spidernet_ray.train import (
+    evaluate,
+    make_optimizer,
+    narrow_after_epoch,
+    prune_after_epoch,
+    refresh_optimizer,
+    train_epoch,
+)
 
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # how Ray names a trial's checkpoints, oldest first
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,15 +73,47 @@ class TrialSettings:
     latency_budget_ms: float | None
     memory_budget_mb: float | None
     latency_batch_size: int
+    start_genome: str | None = None  # genome JSON every member starts from, else the initial genome
+    inject_nan_round: int | None = None  # fault injection: the first member's weights turn NaN in this round
+    # Search-space extensions (SearchConfig documents them); all off by default.
+    channel_search: bool = False
+    gradual_pruning: bool = False
+    prune_per_epoch: int = 2
+    snapshot_stable_epochs: int = 0
+    macro_mutations: bool = False
 
     @classmethod
-    def from_config(cls, config: SearchConfig) -> TrialSettings:
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+    def from_config(cls, config: SearchConfig, start_genome: Genome | None = None) -> TrialSettings:
+        shared = {name: getattr(config, name) for name in cls.__dataclass_fields__ if name != "start_genome"}
+        return cls(**shared, start_genome=start_genome.to_json() if start_genome else None)
 
     @property
     def budgets(self) -> dict[str, float]:
         named = {"latency_ms": self.latency_budget_ms, "peak_memory_mb": self.memory_budget_mb}
         return {k: v for k, v in named.items() if v is not None}
+
+
+def round_epochs(genome: Genome, settings: TrialSettings) -> int:
+    """Epochs of training per round. With macro mutations on, the architecture-aware budget rule: a
+    network deeper or narrower than the one the search started from trains proportionally longer
+    before it is compared, ``epochs_per_round * (cells / initial cells) * (initial channels / channels)``
+    rounded, and never fewer than ``epochs_per_round`` (shallower or wider networks are not cut short)."""
+    if not settings.macro_mutations:
+        return settings.epochs_per_round
+    depth = len(genome.cells) / (settings.reductions + 1)
+    narrowness = settings.channels / genome.channels
+    return max(settings.epochs_per_round, round(settings.epochs_per_round * depth * narrowness))
+
+
+def crossover_cells(n_cells: int, rng: random.Random) -> set[int]:
+    """Which cells a crossover child takes from the other parent: a random non-empty proper subset,
+    so the child always mixes cells of both parents."""
+    if n_cells < 2:
+        raise GenomeError("crossover needs parents of at least two cells")
+    chosen = {k for k in range(n_cells) if rng.random() < 0.5}
+    if not chosen or len(chosen) == n_cells:
+        chosen = {rng.randrange(n_cells)} if not chosen else chosen - {rng.randrange(n_cells)}
+    return chosen
 
 
 def trial_device() -> torch.device:
@@ -73,11 +124,15 @@ def trial_device() -> torch.device:
     return torch.device("cpu")
 
 
-def seeded_start(splits: DataSplits, settings: TrialSettings, seed: int) -> Genome:
-    """The initial genome plus a few random splits, so members start from different architectures."""
-    genome = initial_genome(splits.input_shape, splits.num_classes, settings.reductions, settings.channels)
+def seeded_start(splits: DataSplits, settings: TrialSettings, seed: int, count: int | None = None) -> Genome:
+    """The initial genome plus ``count`` (default ``settings.initial_splits``) random splits, so members
+    start from different architectures. ``settings.start_genome``, when given, replaces the initial genome."""
+    if settings.start_genome:
+        genome = Genome.from_json(settings.start_genome)
+    else:
+        genome = initial_genome(splits.input_shape, splits.num_classes, settings.reductions, settings.channels)
     rng = random.Random(seed)
-    for _ in range(settings.initial_splits):
+    for _ in range(settings.initial_splits if count is None else count):
         cell = rng.randrange(len(genome.cells))
         genome = genome.split_edge(cell, *rng.choice(genome.candidate_splits(cell)))
     return genome
@@ -89,53 +144,70 @@ class SpiderNetTrainable(tune.Trainable):
         self.settings = TrialSettings(**config["settings"])
         self.measured = {}  # architecture -> hardware metrics, shared by the members this actor hosts
         self.device = trial_device()
-        torch.set_num_threads(max(1, int(self.trial_resources.required_resources.get("CPU", 1))))
+        resources = self.trial_resources  # None when the trainable is built outside Tune (tests, notebooks)
+        torch.set_num_threads(max(1, int(resources.required_resources.get("CPU", 1) if resources else 1)))
         self.loaders = make_loaders(splits, self.settings.batch_size, self.device, seed=config["seed"])
         self._start_member(config)
 
     def _start_member(self, config: dict) -> None:
         torch.manual_seed(config["seed"])
-        genome = seeded_start(self.splits, self.settings, config["seed"])
-        self.model = SuperNet(genome, gate=self.settings.gate, drop_path=config["drop_path"],
-                              window=self.settings.deadhead_window).to(self.device)
+        genome = self.start_genome(config)
+        self.model = self._supernet(genome, config["drop_path"])
         self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
         self.pressure = PressureCoefficient(value=self.settings.pressure)
+        self.stable_epochs = 0  # epochs in a row without pruning (snapshots)
+        self.snapshots = []  # architectures snapshotted this round, reported with it
         self.applied_mutation = None  # id of the last mutation instruction carried out
         self.mutation_report = {}  # what the last mutation did, reported with the next round
+        self.checkpoint_fallback = ""  # why the last restore used an earlier checkpoint, reported once
+
+    def start_genome(self, config: dict) -> Genome:
+        """The architecture a new member starts from (the random-search baseline overrides this)."""
+        return seeded_start(self.splits, self.settings, config["seed"])
+
+    def _supernet(self, genome: Genome, drop_path: float) -> SuperNet:
+        s = self.settings
+        return SuperNet(genome, gate=s.gate, drop_path=drop_path, window=s.deadhead_window,
+                        channel_search=s.channel_search).to(self.device)
 
     # -- one round ----------------------------------------------------------------------------
     def step(self) -> dict:
         s, model = self.settings, self.model
-        train_seconds, diverged, removed, loss = 0.0, "", [], float("nan")
-        for epoch in range(s.epochs_per_round):
-            model.anneal_gates((self.iteration * s.epochs_per_round + epoch + 1) / (s.rounds * s.epochs_per_round))
+        train, evaluation, measurement = Stopwatch(), Stopwatch(), Stopwatch()
+        diverged, removed, channels_removed, loss = "", [], 0, float("nan")
+        if s.inject_nan_round == self.iteration + 1 and _first_member(self.trial_id):
+            poison_weights(model)  # fault injection: every time the first member starts this round
+        epochs = round_epochs(model.genome, s)
+        for epoch in range(epochs):
+            model.anneal_gates((self.iteration * epochs + epoch + 1) / (s.rounds * epochs))
             pressure = self._pressure_term()
-            start = time.perf_counter()
-            loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite)
-            train_seconds += time.perf_counter() - start
+            with train:
+                loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite)
             if _not_finite(loss):
                 diverged = f"training loss became {loss} in round {self.iteration + 1}, epoch {epoch + 1}"
                 break
-            pruned = prune_after_epoch(model, self.optimizer)
-            self.pressure.update(len(pruned))
+            pruned = prune_after_epoch(model, self.optimizer, s.prune_per_epoch if s.gradual_pruning else None)
+            narrowed = narrow_after_epoch(model, self.optimizer) if s.channel_search else 0
+            self.pressure.update(len(pruned) + narrowed)
             removed += pruned
-        start = time.perf_counter()
-        val_accuracy, val_loss = evaluate(model, self.loaders.val)
+            channels_removed += narrowed
+            if s.snapshot_stable_epochs:
+                self._note_stability(bool(pruned or narrowed), epoch)
+        with evaluation:
+            val_accuracy, val_loss = evaluate(model, self.loaders.val)
         if diverged:
             val_accuracy, val_loss = 0.0, float("inf")
-        eval_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        hardware = self._measure()
-        measure_seconds = time.perf_counter() - start
+        with measurement:
+            hardware = self._measure()
         metrics = {"val_accuracy": val_accuracy, **hardware}
         violation = budget_violation(metrics, s.budgets)
         report = {
             **metrics,
             "val_loss": val_loss,
             "train_loss": loss,
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
-            "measure_seconds": measure_seconds,
+            **train.fields("train"),
+            **evaluation.fields("eval"),
+            **measurement.fields("measure"),
             "ops_alive": model.genome.ops_alive(),
             "ops_open": sum(len(ops) for ops in model.open_ops().values()),
             "ops_deleted": len(removed),
@@ -148,13 +220,49 @@ class SpiderNetTrainable(tune.Trainable):
             "diverged": bool(diverged),
             "reason": diverged,
             "gpus": len(ray.get_gpu_ids()),  # assigned by Ray; compute falls back to CPU without CUDA
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "checkpoint_fallback": self.checkpoint_fallback,
             "lr": self.config["lr"],
             "weight_decay": self.config["weight_decay"],
             "drop_path": self.config["drop_path"],
             **self._mutation_fields(),
+            **self._extension_fields(epochs, channels_removed),
         }
-        self.mutation_report = {}
+        self.mutation_report, self.checkpoint_fallback, self.snapshots = {}, "", []
         return report
+
+    def _extension_fields(self, epochs: int, channels_removed: int) -> dict:
+        """What the search-space extensions that are on add to a round's report."""
+        s, fields = self.settings, {}
+        if s.macro_mutations:
+            fields["round_epochs"] = epochs
+        if s.channel_search:
+            fields["channels_removed"] = channels_removed
+        if s.snapshot_stable_epochs:
+            fields["snapshots"] = json.dumps(self.snapshots)  # the scheduler offers each to its Pareto archive
+        return fields
+
+    # -- snapshots (gradual pruning's Pareto series) ----------------------------------------------
+    def _note_stability(self, pruned: bool, epoch: int) -> None:
+        """Count epochs without pruning; when the count reaches ``snapshot_stable_epochs``, snapshot."""
+        self.stable_epochs = 0 if pruned else self.stable_epochs + 1
+        if self.stable_epochs == self.settings.snapshot_stable_epochs:
+            self.snapshots.append(self.snapshot(epoch))
+
+    def snapshot(self, epoch: int) -> dict:
+        """The architecture the member stands for now, with its measured metrics and val accuracy."""
+        val_accuracy, val_loss = evaluate(self.model, self.loaders.val)
+        genome = self.model.discrete_genome()
+        return {
+            "round": self.iteration + 1,
+            "epoch": epoch + 1,
+            "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
+            **self._measure(),
+            "ops_alive": genome.ops_alive(),
+            "genome": genome.to_json(),
+            "genome_hash": genome.hash,
+        }
 
     def _measure(self) -> dict:
         """Hardware metrics of the discrete network; an architecture already measured is not re-measured
@@ -186,8 +294,28 @@ class SpiderNetTrainable(tune.Trainable):
         instruction = self.config.get("mutation")
         if not instruction or instruction["id"] == self.applied_mutation:
             return
-        s = self.settings
         donor_genome = self.model.genome
+        kind = instruction.get("kind", "split")
+        done = self._rebuild(instruction) if kind in MACRO_MUTATIONS or kind == "crossover" else {}
+        if not done.get("applied"):  # a split: the default, and the fallback of an impossible macro change or crossover
+            split = self._split(instruction)
+            done = {**done, **split, "reason": done.get("reason", "") + split["reason"],
+                    "refused_for_budget": done.get("refused_for_budget", 0) + split["refused_for_budget"]}
+        self.applied_mutation = instruction["id"]
+        self.stable_epochs = 0  # a new architecture: its pruning has yet to settle
+        self.mutation_report = {
+            "id": instruction["id"],
+            "kind": kind,
+            "donor": instruction.get("donor", ""),
+            "chosen": None,
+            "donor_genome": donor_genome.to_json(),  # the architecture cloned, and what it grew into
+            **done,
+            "grown_genome": self.model.genome.to_json(),
+        }
+
+    def _split(self, instruction: dict) -> dict:
+        """Score candidate splits with the proxies and apply the best one that fits the budget."""
+        s = self.settings
         decision = choose_split(
             self.model.genome,
             batch_size=s.batch_size,
@@ -201,33 +329,69 @@ class SpiderNetTrainable(tune.Trainable):
         if decision.chosen is not None:
             self.model.apply_split(*decision.chosen)
             refresh_optimizer(self.optimizer, self.model)
-        self.applied_mutation = instruction["id"]
-        self.mutation_report = {
-            "id": instruction["id"],
-            "donor": instruction.get("donor", ""),
+        return {
             "chosen": list(decision.chosen) if decision.chosen else None,
-            "donor_genome": donor_genome.to_json(),  # the architecture cloned, and what it grew into
-            "grown_genome": self.model.genome.to_json(),
             "refused_for_budget": decision.refused_for_budget,
             "reason": decision.reason,
             "seconds": decision.seconds,
         }
 
+    def _rebuild(self, instruction: dict) -> dict:
+        """A macro mutation or a crossover: a new network for the new genome, inheriting every tensor of
+        the donor whose name and shape still match (a crossover's cells from the other parent start
+        fresh). Not applied, with the reason, when the genome change is impossible or over budget."""
+        kind, s = instruction["kind"], self.settings
+        genome, fresh, started = self.model.genome, (), time.perf_counter()
+        try:
+            if kind == "crossover":
+                other = Genome.from_json(instruction["other_genome"])
+                from_other = crossover_cells(min(len(genome.cells), len(other.cells)),
+                                             random.Random(zlib.crc32(instruction["id"].encode())))
+                child = genome.crossover(other, from_other)
+                fresh = tuple(f"{part}.{k}." for k in sorted(from_other) for part in ("cells", "heads"))
+            else:
+                child = genome.macro_mutation(kind)
+        except GenomeError as exc:
+            return {"applied": False, "reason": f"{kind} not possible ({exc}); "}
+        if s.budgets:
+            metrics = budget_metrics(child, batch_size=s.batch_size, device=self.device,
+                                     latency_budget_ms=s.latency_budget_ms, memory_budget_mb=s.memory_budget_mb,
+                                     latency_batch_size=s.latency_batch_size)
+            if not within_budget(metrics, s.latency_budget_ms, s.memory_budget_mb):
+                return {"applied": False, "refused_for_budget": 1, "reason": f"{kind} would break the budget; "}
+        model = self._supernet(child, self.config["drop_path"])
+        model.set_gate_scale(self.model.gate_scale)
+        inherited, new = inherit_weights(model, self.model.state_dict(), skip=fresh)
+        self.model = model
+        self.optimizer = make_optimizer(model, self.config["lr"], self.config["weight_decay"], s.momentum)
+        done = {"applied": True, "inherited_tensors": inherited, "fresh_tensors": new,
+                "reason": f"{kind}: {inherited} tensors inherited, {new} fresh",
+                "seconds": time.perf_counter() - started}
+        if kind == "crossover":
+            done.update(other=instruction.get("other", ""), cells_from_other=sorted(from_other))
+        return done
+
     # -- checkpoints and actor reuse ------------------------------------------------------------
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         ckpt.save_checkpoint(self.model, checkpoint_dir)
-        state = {"applied_mutation": self.applied_mutation, "pressure": self.pressure.value}
+        ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
+        state = {"applied_mutation": self.applied_mutation, "pressure": self.pressure.value,
+                 "stable_epochs": self.stable_epochs}
         (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps(state))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        model = ckpt.load_checkpoint(checkpoint_dir, self.device)
+        model, state, self.checkpoint_fallback = read_member_checkpoint(Path(checkpoint_dir), self.device)
+        if self.checkpoint_fallback:
+            logger.warning("%s", self.checkpoint_fallback)
         model.set_drop_path(self.config["drop_path"])
-        state = json.loads((Path(checkpoint_dir) / STATE_FILE).read_text())
         self.model = model
-        # Momentum is not carried over: it is cheap to rebuild and keeps checkpoints free of pickles.
+        # Momentum comes back too (a member paused and restored every round would otherwise lose it);
+        # the learning rate and weight decay are this config's, perturbed on exploit.
         self.optimizer = make_optimizer(model, self.config["lr"], self.config["weight_decay"], self.settings.momentum)
+        ckpt.set_momentum(model, self.optimizer, state["momentum"])
         self.pressure.value = state["pressure"]
         self.applied_mutation = state["applied_mutation"]
+        self.stable_epochs = state["stable_epochs"]
         self._carry_out_mutation()
 
     def reset_config(self, new_config: dict) -> bool:
@@ -240,14 +404,89 @@ class SpiderNetTrainable(tune.Trainable):
         return True
 
 
+class Stopwatch:
+    """Wall and CPU seconds (of the calling thread) spent inside ``with`` blocks, summed."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.thread_time() - self._cpu
+
+    def fields(self, name: str) -> dict[str, float]:
+        """``<name>_seconds`` (wall) and ``<name>_cpu_seconds``, as a round's report carries them; they
+        differ when another process holds the CPU."""
+        return {f"{name}_seconds": self.wall, f"{name}_cpu_seconds": self.cpu}
+
+
 def _not_finite(loss: float) -> bool:
     return not math.isfinite(loss)
 
 
-def param_space(config: SearchConfig) -> dict:
-    """The trial config Tune samples per member; PBT perturbs lr, weight_decay and drop_path."""
+# -- checkpoints on disk --------------------------------------------------------------------------
+def read_member_checkpoint(directory: Path, device: torch.device) -> tuple[CellNetwork, dict, str]:
+    """The network and trainer state saved in ``directory``, and a note that is empty unless it was unreadable.
+
+    A corrupt or truncated checkpoint falls back to the newest readable one saved before it beside it
+    (Ray keeps a trial's last few as ``checkpoint_<index>``; a checkpoint downloaded from remote storage
+    has no such neighbours). Weights are read with safetensors only, never unpickled. With no readable
+    checkpoint the first CheckpointError is raised and Ray's failure handling takes over.
+    """
+    errors = []
+    for candidate in [directory, *earlier_checkpoints(directory)]:
+        try:
+            model = ckpt.load_checkpoint(candidate, device)
+            state = {**_read_trainer_state(candidate), "momentum": ckpt.read_momentum(candidate)}
+        except ckpt.CheckpointError as exc:
+            errors.append(exc)
+            continue
+        note = f"{errors[0]}; restored the earlier {candidate.name} instead" if errors else ""
+        return model, state, note
+    raise errors[0]
+
+
+def earlier_checkpoints(directory: Path) -> list[Path]:
+    """The checkpoints Ray saved for the same trial before ``directory``, newest first."""
+    match = CHECKPOINT_DIR.fullmatch(directory.name)
+    if not match:
+        return []
+    found = []
+    for path in directory.parent.iterdir():
+        other = CHECKPOINT_DIR.fullmatch(path.name)
+        if other and int(other[1]) < int(match[1]) and path.is_dir():
+            found.append((int(other[1]), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _read_trainer_state(directory: Path) -> dict:
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+        return {"pressure": float(state["pressure"]), "applied_mutation": state["applied_mutation"],
+                "stable_epochs": int(state.get("stable_epochs", 0))}  # absent in checkpoints of earlier versions
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise ckpt.CheckpointError(f"checkpoint {directory}: unreadable {STATE_FILE} ({exc!r})") from None
+
+
+def _first_member(trial_id: str) -> bool:
+    return trial_id.endswith("_00000")  # Tune numbers a run's trials <run>_00000, <run>_00001, ...
+
+
+def poison_weights(model: torch.nn.Module) -> None:
+    """Fault injection: NaN in the first parameter, so the next training loss is NaN."""
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+
+
+def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dict:
+    """The trial config Tune samples per member; PBT perturbs lr, weight_decay and drop_path.
+    ``start_genome`` (read from ``config.genome`` by the launcher) replaces the initial genome."""
     return {
-        "settings": asdict(TrialSettings.from_config(config)),
+        "settings": asdict(TrialSettings.from_config(config, start_genome)),
         "lr": tune.loguniform(config.lr / 2, config.lr * 2),
         "weight_decay": tune.loguniform(config.weight_decay / 3, config.weight_decay * 3),
         "drop_path": config.drop_path,

@@ -44,6 +44,14 @@ def test_every_round_of_every_member_is_in_trials_parquet(search):
         Genome.from_json(row["genome"])
 
 
+def test_rows_time_training_in_wall_and_cpu_seconds(search):
+    _, path = search
+    for row in pq.read_table(path / "trials.parquet").to_pylist():
+        for part in ("train", "eval", "measure"):
+            wall, cpu = row[f"{part}_seconds"], row[f"{part}_cpu_seconds"]
+            assert 0 < cpu <= wall + 0.01, (part, wall, cpu)  # one thread cannot use more CPU than wall time
+
+
 def test_exploits_happen_and_children_carry_mutated_genomes(search):
     _, path = search
     genealogy = pq.read_table(path / "genealogy.parquet").to_pylist()
@@ -147,3 +155,18 @@ def test_num_gpus_above_the_cluster_is_refused(ray_local, tmp_path, capsys):
     assert code == 2
     assert "--num-gpus 16 exceeds the cluster's 0 GPUs" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_genome_file_sets_the_network_and_every_member_starts_from_it(tmp_path):
+    from spidernet_ray.data import load_dataset
+    from spidernet_ray.genome import initial_genome
+    from spidernet_ray.trainable import TrialSettings, param_space, seeded_start
+
+    start = initial_genome((1, 8, 8), 10, reductions=1, channels=4)
+    start = start.split_edge(0, *start.candidate_splits(0)[0])
+    (tmp_path / "start.json").write_text(start.to_json())
+    config = launch.resolve_config(launch.parse_args(
+        ["--dataset", "synthetic", "--genome", str(tmp_path / "start.json"), "--initial-splits", "0"]))
+    assert (config.reductions, config.channels) == (1, 4)
+    settings = TrialSettings(**param_space(config, launch.read_genome_file(config.genome))["settings"])
+    assert seeded_start(load_dataset("synthetic"), settings, seed=0) == start

@@ -1,0 +1,152 @@
+"""The baselines a search is compared with, each a trainable for the same Tuner (``--strategy``).
+
+- ``random`` (``RandomSearchTrainable``): random architectures from the same space, trained with the
+  search's own recipe (supernet with gates, resource pressure, deadheading) and the same per-trial
+  budget, under a plain FIFO scheduler: no cloning, no mutation, no perturbation. Each member starts
+  from the initial genome plus a random number of random splits (``random_start``).
+- ``pbt`` (``StockPBTTrainable``): one fixed hand-written network for every member (``handwritten_genome``),
+  trained without gates or pruning under Ray Tune's stock ``PopulationBasedTraining`` over the learning
+  rate and weight decay.
+
+Both report the search's metrics (val_accuracy, latency_ms, peak_memory_mb, params, flops, genome, ...)
+so one set of result files, one retrain and one hypervolume serve every strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from spidernet_ray import checkpoint as ckpt
+from spidernet_ray.data import DataSplits
+from spidernet_ray.genome import Genome, initial_genome
+from spidernet_ray.hardware import count_params, measure
+from spidernet_ray.pareto import budget_violation
+from spidernet_ray.supernet import DiscreteNet
+from spidernet_ray.train import evaluate, make_optimizer, train_epoch
+from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, _not_finite, seeded_start
+
+# The hand-written network's operation on every edge: the depthwise-separable 3x3 convolution
+# (ReLU-conv-BN twice) that hand-designed mobile CNNs are built from.
+HANDWRITTEN_OP = "sep_conv_3x3"
+
+
+# -- random search ------------------------------------------------------------------------------
+def max_random_splits(settings: TrialSettings) -> int:
+    """The most splits a random member starts with: as many as a search member can carry at the end.
+
+    A search member starts with ``initial_splits`` and gains one split per exploit; it can be the clone
+    of an exploit at most once per round after the first, and clones inherit their donor's splits, so
+    the deepest lineage ends with ``initial_splits + rounds - 1``. Drawing the count uniformly from
+    0 up to that covers every size the search population can reach (pruning also takes search members
+    below their split count), without favouring the large end.
+    """
+    return settings.initial_splits + settings.rounds - 1
+
+
+def random_start(splits: DataSplits, settings: TrialSettings, seed: int) -> Genome:
+    """The initial genome plus a uniformly random number (0..``max_random_splits``) of random splits."""
+    rng = random.Random(seed)
+    count = rng.randint(0, max_random_splits(settings))
+    return seeded_start(splits, settings, seed=rng.randrange(2**31), count=count)
+
+
+class RandomSearchTrainable(SpiderNetTrainable):
+    """A search member without a scheduler: its own random architecture, the search's training recipe."""
+
+    def start_genome(self, config: dict) -> Genome:
+        return random_start(self.splits, self.settings, config["seed"])
+
+
+# -- stock PBT on a fixed network ----------------------------------------------------------------
+def handwritten_genome(splits: DataSplits, settings: TrialSettings) -> Genome:
+    """A plain hand-written CNN in the search's macro skeleton: the stem, one normal cell and
+    ``reductions`` stride-2 cells (channels doubling, densely connected, a head per cell), every edge
+    one 3x3 separable convolution, no choice of operation and no extra nodes.
+
+    Its width is chosen for a comparable size: of C..4C initial channels, the one whose parameter
+    count is closest to a search member's at the start (the initial genome with its initial splits and
+    every candidate operation, seed 0), which is what pruning then shrinks from.
+    """
+    target = count_params(DiscreteNet(seeded_start(splits, settings, seed=0)))
+
+    def plain(channels: int) -> Genome:
+        return initial_genome(splits.input_shape, splits.num_classes, settings.reductions, channels,
+                              ops=(HANDWRITTEN_OP,))
+
+    widths = range(settings.channels, 4 * settings.channels + 1)
+    return plain(min(widths, key=lambda c: abs(count_params(DiscreteNet(plain(c))) - target)))
+
+
+class StockPBTTrainable(SpiderNetTrainable):
+    """One fixed network per member (``handwritten_genome``),
+    plain SGD training (no gates, pressure, pruning or growth); lr and weight_decay come from PBT.
+    Data, set-up, actor reuse and the reported metrics are the search trainable's."""
+
+    fixed_genome: Genome | None = None  # built on the first member an actor hosts
+
+    def _start_member(self, config: dict) -> None:
+        torch.manual_seed(config["seed"])
+        if self.fixed_genome is None:
+            self.fixed_genome = handwritten_genome(self.splits, self.settings)
+        self.model = DiscreteNet(self.fixed_genome, drop_path=config["drop_path"]).to(self.device)
+        self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
+
+    def step(self) -> dict:
+        s, model = self.settings, self.model
+        train, evaluation, measurement = Stopwatch(), Stopwatch(), Stopwatch()
+        diverged, loss = "", float("nan")
+        for epoch in range(s.epochs_per_round):
+            with train:
+                loss = train_epoch(model, self.optimizer, self.loaders.train, should_stop=_not_finite)
+            if _not_finite(loss):
+                diverged = f"training loss became {loss} in round {self.iteration + 1}, epoch {epoch + 1}"
+                break
+        with evaluation:
+            val_accuracy, val_loss = (0.0, math.inf) if diverged else evaluate(model, self.loaders.val)
+        with measurement:
+            hardware = self._measure()
+        metrics = {"val_accuracy": val_accuracy, **hardware}
+        violation = budget_violation(metrics, s.budgets)
+        return {
+            **metrics,
+            "val_loss": val_loss,
+            "train_loss": loss,
+            **train.fields("train"),
+            **evaluation.fields("eval"),
+            **measurement.fields("measure"),
+            "ops_alive": model.genome.ops_alive(),
+            "genome": model.genome.to_json(),
+            "genome_hash": model.genome.hash,
+            "budget_violation": violation,
+            "feasible": violation == 0 and not diverged,
+            "fitness": val_accuracy - violation,
+            "diverged": bool(diverged),
+            "reason": diverged,
+            "lr": self.config["lr"],
+            "weight_decay": self.config["weight_decay"],
+            "drop_path": self.config["drop_path"],
+        }
+
+    def _measure(self) -> dict:
+        # One architecture for every member: measured once per actor.
+        if "fixed" not in self.measured:
+            self.measured["fixed"] = measure(self.model, self.splits.input_shape, self.settings.batch_size,
+                                             self.device, latency_batch_size=self.settings.latency_batch_size).to_dict()
+        return self.measured["fixed"]
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        ckpt.save_checkpoint(self.model, checkpoint_dir)
+        ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        # The donor's weights and momentum under this member's (perturbed) lr and weight decay.
+        self.model = ckpt.load_checkpoint(Path(checkpoint_dir), self.device)
+        self.model.set_drop_path(self.config["drop_path"])
+        self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
+                                        self.settings.momentum)
+        ckpt.set_momentum(self.model, self.optimizer, ckpt.read_momentum(checkpoint_dir))
+
