@@ -52,6 +52,7 @@ import torch
 
 from spidernet_ray.data import DataError, DataSplits, load_dataset, make_loaders
 from spidernet_ray.genome import Genome, GenomeError
+from spidernet_ray.config import ConfigError
 from spidernet_ray.launch import CONFIG_FILE, start_ray
 from spidernet_ray.report import RETRAIN_DIR, RETRAIN_TABLE, format_retrain_table, write_report
 from spidernet_ray.results import PARETO_FILE, TRIALS_FILE, to_table
@@ -500,11 +501,10 @@ def _atomic(path: Path, write) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        plan = plan_retrain(args)
-    except (RetrainError, DataError, GenomeError) as exc:
+        return run(plan_retrain(args))  # run's start_ray refuses a cluster it cannot join (ConfigError)
+    except (RetrainError, ConfigError, DataError, GenomeError) as exc:
         print(f"spidernet_ray.retrain: error: {exc}", file=sys.stderr)
         return 2
-    return run(plan)
 
 
 if __name__ == "__main__":
