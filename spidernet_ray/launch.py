@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickletools
+import socket
 import sys
 import time
 from pathlib import Path
@@ -282,6 +283,7 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
     if address:
         from ray.exceptions import AuthenticationError
 
+        check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING)
         except AuthenticationError:
@@ -292,6 +294,18 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=logging.WARNING)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster given as HOST:PORT must accept a connection: Ray itself retries one that does not for
+    minutes. ("auto" and addresses with a scheme are Ray's to resolve.)"""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: nothing answers there ({exc.strerror or exc})") from None
 
 
 def check_before_ray(config: SearchConfig, base: Genome) -> None:

@@ -54,6 +54,7 @@ CASES = {
     "unknown strategy": (["--strategy", "evolution"], {}, "unknown strategy 'evolution'"),
     "name with a path": (["--name", "../escape"], {}, "--name must be a plain folder name"),
     "dashboard on an attached cluster": (["--dashboard", "--address", "127.0.0.1:1"], {}, "an attached cluster serves"),
+    "cluster address nobody answers": (["--address", "127.0.0.1:1"], {}, "--address 127.0.0.1:1: nothing answers there"),
     # flags: budgets and resources
     "memory budget below the smallest network": (["--memory-budget-mb", "0.05"], {}, "below the"),
     "latency budget below the smallest network": (["--latency-budget-ms", "0.0001"], {}, "below the"),
