@@ -57,7 +57,7 @@ def random_start(splits: DataSplits, settings: TrialSettings, seed: int) -> Geno
 class RandomSearchTrainable(SpiderNetTrainable):
     """A search member without a scheduler: its own random architecture, the search's training recipe."""
 
-    def start_genome(self, config: dict) -> Genome:
+    def first_genome(self, config: dict) -> Genome:
         return random_start(self.splits, self.settings, config["seed"])
 
 

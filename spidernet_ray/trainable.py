@@ -151,7 +151,7 @@ class SpiderNetTrainable(tune.Trainable):
 
     def _start_member(self, config: dict) -> None:
         torch.manual_seed(config["seed"])
-        genome = self.start_genome(config)
+        genome = self.first_genome(config)
         self.model = self._supernet(genome, config["drop_path"])
         self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
         self.pressure = PressureCoefficient(value=self.settings.pressure)
@@ -161,7 +161,7 @@ class SpiderNetTrainable(tune.Trainable):
         self.mutation_report = {}  # what the last mutation did, reported with the next round
         self.checkpoint_fallback = ""  # why the last restore used an earlier checkpoint, reported once
 
-    def start_genome(self, config: dict) -> Genome:
+    def first_genome(self, config: dict) -> Genome:
         """The architecture a new member starts from (the random-search baseline overrides this)."""
         return seeded_start(self.splits, self.settings, config["seed"])
 

@@ -27,3 +27,12 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def launch_into_temp(tmp_path_factory, name: str, flags: list[str]):
+    """``launch.main(flags)`` into a fresh storage path as experiment ``name``: (exit code, run folder)."""
+    from spidernet_ray import launch
+
+    storage = tmp_path_factory.mktemp("runs")
+    code = launch.main(flags + ["--storage-path", str(storage), "--name", name])
+    return code, storage / name

@@ -6,12 +6,13 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from spidernet_ray import launch
 from spidernet_ray.baselines import handwritten_genome, max_random_splits, random_start
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import load_dataset
 from spidernet_ray.genome import Genome
 from spidernet_ray.trainable import TrialSettings
+
+from conftest import launch_into_temp
 
 TINY = ["--dataset", "synthetic", "--population", "3", "--rounds", "3", "--epochs-per-round", "1", "--channels", "4",
         "--reductions", "1", "--batch-size", "32", "--seed", "1"]
@@ -33,9 +34,7 @@ def test_random_members_start_from_every_size_the_search_can_reach():
 
 @pytest.fixture(scope="module")
 def random_run(ray_local, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    code = launch.main(TINY + ["--strategy", "random", "--storage-path", str(storage), "--name", "random"])
-    return code, storage / "random"
+    return launch_into_temp(tmp_path_factory, "random", TINY + ["--strategy", "random"])
 
 
 def test_random_search_trains_every_member_for_the_full_budget_without_cloning(random_run):
@@ -63,9 +62,7 @@ def test_random_members_differ_in_architecture(random_run):
 
 @pytest.fixture(scope="module")
 def pbt_run(ray_local, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    code = launch.main(TINY + ["--strategy", "pbt", "--storage-path", str(storage), "--name", "pbt"])
-    return code, storage / "pbt"
+    return launch_into_temp(tmp_path_factory, "pbt", TINY + ["--strategy", "pbt"])
 
 
 def test_stock_pbt_trains_the_handwritten_network_and_reports_the_search_metrics(pbt_run):

@@ -14,15 +14,15 @@ import pytest
 from spidernet_ray import launch
 from spidernet_ray.genome import Genome
 
+from conftest import launch_into_temp
+
 TINY = ["--dataset", "synthetic", "--population", "3", "--candidates-per-cell", "3", "--epochs-per-round", "1", "--channels", "4",
         "--reductions", "1", "--batch-size", "32", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
 def search(ray_local, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    code = launch.main(TINY + ["--rounds", "4", "--storage-path", str(storage), "--name", "tiny"])
-    return code, storage / "tiny"
+    return launch_into_temp(tmp_path_factory, "tiny", TINY + ["--rounds", "4"])
 
 
 def test_the_search_finishes_and_writes_every_result_file(search):
