@@ -4,13 +4,23 @@ For each dataset and seed, three runs of the launcher on one local Ray (same CPU
 same population x rounds x epochs_per_round): ``--strategy spidernet``, ``random`` (random
 architectures from the same space, the same training recipe, no scheduler) and ``pbt`` (Ray Tune's
 stock PopulationBasedTraining over lr and weight decay on one fixed hand-written network). The order
-of the three rotates with the seed, so a drift in the (shared) machine's load hits each alike.
+of the runs rotates with the seed, so a drift in the (shared) machine's load hits each alike.
 
-Equal compute is accounted on the rows each run wrote: every reported row is one round of
-``epochs_per_round`` epochs of one trial, and each run is cut, in the order its rows reached the
-driver, at the common budget of population x rounds x epochs_per_round trial-epochs (PBT-style
-clones inherit their donor's round count, so a run can report a row more or fewer than that).
-Everything below is computed on the rows within the budget.
+Variants (issue 9, the search-space extensions): besides the three strategies, one ``--strategy
+spidernet`` run per entry of ``VARIANTS``, which is SpiderNet with one extension turned on (channel
+search, gradual pruning with architecture snapshots, macro mutations, crossover) and everything else
+as the plain spidernet run. Each is scored like the strategies and compared with the plain spidernet
+run of the same seed; the variants rotate with the strategies.
+
+Equal compute is accounted on the rows each run wrote: every reported row is one round of one trial,
+of ``epochs_per_round`` epochs, or of its ``round_epochs`` when macro mutations make a deeper or
+narrower network train longer. Each run is cut, in the order its rows reached the driver, at the
+first row that would take it past the common budget of population x rounds x epochs_per_round
+trial-epochs (PBT-style clones inherit their donor's round count, so a run can report a row more or
+fewer than that). Everything below is computed on the rows within the budget, together with the
+architecture snapshots those rows carry (gradual pruning): a snapshot is taken during a counted
+round, so it costs no trial-epochs of its own, and it competes for the fronts and the best model
+like a row.
 
 Per run: the hypervolume of the (val error, latency) front and of the (val error, peak memory) front
 of every row, against a reference point fixed per dataset (``REFERENCES``); the best row by val
@@ -18,11 +28,14 @@ accuracy, its params, latency and memory; that architecture retrained from scrat
 recipe (``spidernet_ray.retrain``) and its test accuracy (the only use of the test split); the wall
 time of the run; the time from the run's start until its best val accuracy so far first reached random
 search's final best of the same seed. Ratios spidernet/random and spidernet/pbt per seed, with their
-spread. Writes ``results/compare.json``, ``compare.md`` and one front plot per dataset.
+spread, and per variant its ratios to plain SpiderNet. Writes ``results/compare.json``, ``compare.md``
+and one front plot per dataset (the three strategies).
 
-    python benchmarks/compare.py                                      # full run (digits and Fashion-MNIST, 3 seeds)
+    python benchmarks/compare.py                                      # full run: strategies + variants, 2 datasets, 3 seeds
     python benchmarks/compare.py --quick                              # smoke run: tiny, one seed, to /tmp
     python benchmarks/compare.py --datasets digits --seeds 0 1 2
+    python benchmarks/compare.py --variants crossover macro_mutations # the strategies and two variants
+    python benchmarks/compare.py --variants                           # the strategies only (also: --variants none)
 """
 
 from __future__ import annotations
@@ -46,7 +59,7 @@ import numpy as np
 
 from spidernet_ray.genome import Genome
 from spidernet_ray.pareto import nondominated_sort
-from spidernet_ray.results import ROWS_FILE, hypervolume_of
+from spidernet_ray.results import ROWS_FILE, hypervolume_of, snapshot_rows
 from provenance import code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,6 +82,20 @@ REFERENCES: dict[str, dict[str, float]] = {
     "fashion_mnist": {"val_error": 1.0, "latency_ms": 200.0, "peak_memory_mb": 400.0},
 }
 RETRAIN_EPOCHS = {"digits": 8, "fashion_mnist": 4}
+# SpiderNet with one search-space extension on (SearchConfig fields). Snapshots are taken after one epoch
+# without pruning: a member has only rounds x epochs_per_round = 4 epochs here, so a longer wait would
+# rarely come round.
+# The strategies run the bare search, every extension off (channel search is on in the launcher's
+# defaults since this comparison), so each variant shows one extension's effect on its own.
+EXTENSIONS_OFF = {"channel_search": False, "gradual_pruning": False, "macro_mutations": False, "crossover": False}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "channel_search": {"channel_search": True},
+    "gradual_pruning": {"gradual_pruning": True, "snapshot_stable_epochs": 1},
+    # Half the clones (the launcher's default is 0.3): a run has only about three exploits, and at 0.3 most
+    # runs would never carry out the mechanism being compared.
+    "macro_mutations": {"macro_mutations": True, "macro_probability": 0.5},
+    "crossover": {"crossover": True, "crossover_probability": 0.5},
+}
 TARGETS = {"hypervolume_ratio_vs_random": ">= 1.2", "params_ratio_vs_random": "<= 0.7",
            "memory_ratio_vs_random": "<= 0.7", "time_to_target_ratio_vs_random": "<= 0.5",
            "best_val_accuracy": "spidernet >= random"}
@@ -88,14 +115,42 @@ def arrival_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def round_epochs(row: Mapping[str, Any], epochs_per_round: int) -> int:
+    """Epochs the round behind ``row`` trained: its ``round_epochs`` (reported with macro mutations on),
+    else ``epochs_per_round``."""
+    value = row.get("round_epochs")
+    return int(value) if _finite(value) and value > 0 else epochs_per_round
+
+
 def trial_epochs(rows: Sequence[Mapping[str, Any]], epochs_per_round: int) -> int:
     """Trial-epochs the rows stand for: each reported row is one round of one trial."""
-    return len(rows) * epochs_per_round
+    return sum(round_epochs(row, epochs_per_round) for row in rows)
 
 
 def within_budget(rows: Sequence[Mapping[str, Any]], budget: int, epochs_per_round: int) -> list[Mapping[str, Any]]:
-    """The first rows, in arrival order, whose trial-epochs fit in ``budget``."""
-    return list(rows[: budget // epochs_per_round])
+    """The rows, in arrival order, up to the first whose round would take the trial-epochs past ``budget``."""
+    counted, spent = [], 0
+    for row in rows:
+        spent += round_epochs(row, epochs_per_round)
+        if spent > budget:
+            break
+        counted.append(row)
+    return counted
+
+
+def with_snapshots(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``rows``, each followed by the architecture snapshots its round took (gradual pruning), stamped with
+    the row's arrival time: the driver learns of a snapshot with the row that carries it."""
+    scored: list[Mapping[str, Any]] = []
+    for row in rows:
+        scored.append(row)
+        scored += [{**snapshot, "timestamp": row.get("timestamp")} for snapshot in snapshot_rows([row])]
+    return scored
+
+
+def scored_rows(rows: Sequence[Mapping[str, Any]], budget: int, epochs_per_round: int) -> list[Mapping[str, Any]]:
+    """What a run is scored on: its rows within the budget and their snapshots."""
+    return with_snapshots(within_budget(rows, budget, epochs_per_round))
 
 
 def _finite(value: Any) -> bool:
@@ -165,21 +220,51 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
 
 def evaluate_run(rows: Sequence[Mapping[str, Any]], *, start: float, budget: int, epochs_per_round: int,
                  reference: Mapping[str, float]) -> dict[str, Any]:
-    """What one run scores on its rows within the budget (everything but the retrain and the target)."""
+    """What one run scores on its rows within the budget and their snapshots (everything but the retrain
+    and the target)."""
     counted = within_budget(rows, budget, epochs_per_round)
-    best = best_row(counted)
+    scored = with_snapshots(counted)
+    best = best_row(scored)
     return {
         "trial_epochs_reported": trial_epochs(rows, epochs_per_round),
         "trial_epochs_counted": trial_epochs(counted, epochs_per_round),
         "rows_counted": len(counted),
-        "hypervolume_latency": front_hypervolume(counted, "latency_ms", reference),
-        "hypervolume_memory": front_hypervolume(counted, "peak_memory_mb", reference),
-        "rows_outside_reference": outside_reference(counted, reference),
+        "snapshots_counted": len(scored) - len(counted),
+        "hypervolume_latency": front_hypervolume(scored, "latency_ms", reference),
+        "hypervolume_memory": front_hypervolume(scored, "peak_memory_mb", reference),
+        "rows_outside_reference": outside_reference(scored, reference),
         "best_val_accuracy": best["val_accuracy"] if best else None,
         "best": {k: (best or {}).get(k) for k in ("trial_id", "training_iteration", "val_accuracy", "params",
-                                                   "latency_ms", "peak_memory_mb", "flops", "genome_hash")},
-        "progress": progress(counted, start),
-        "architectures": len({r.get("genome_hash") for r in counted if r.get("genome_hash")}),
+                                                   "latency_ms", "peak_memory_mb", "flops", "genome_hash", "snapshot")},
+        "progress": progress(scored, start),
+        "architectures": len({r.get("genome_hash") for r in scored if r.get("genome_hash")}),
+        "activity": extension_activity(counted, epochs_per_round),
+    }
+
+
+def extension_activity(rows: Sequence[Mapping[str, Any]], epochs_per_round: int) -> dict[str, Any]:
+    """What the search did in ``rows``, so a variant whose extension never acted shows: mutations asked for
+    and carried out per kind (a split is carried out when one was chosen), ops deleted, channels removed,
+    snapshots taken and rounds that trained longer than ``epochs_per_round``."""
+    mutations: dict[str, list[int]] = {}
+    for row in rows:
+        try:
+            mutation = json.loads(row.get("mutation") or "{}")
+        except (TypeError, json.JSONDecodeError):
+            continue
+        if not isinstance(mutation, dict) or "kind" not in mutation:
+            continue
+        kind = mutation["kind"]
+        done = bool(mutation.get("chosen")) if kind == "split" else bool(mutation.get("applied"))
+        asked_done = mutations.setdefault(kind, [0, 0])
+        asked_done[0] += 1
+        asked_done[1] += done
+    return {
+        "mutations": {kind: {"asked": asked, "done": done} for kind, (asked, done) in sorted(mutations.items())},
+        "ops_deleted": sum(int(r.get("ops_deleted") or 0) for r in rows),
+        "channels_removed": sum(int(r.get("channels_removed") or 0) for r in rows),
+        "snapshots": len(snapshot_rows(rows)),
+        "longer_rounds": sum(1 for r in rows if round_epochs(r, epochs_per_round) > epochs_per_round),
     }
 
 
@@ -205,6 +290,46 @@ def compare_seed(runs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
                                                or rand.get("test_accuracy") is None
                                                else ours["test_accuracy"] - rand["test_accuracy"]),
     }
+
+
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def compare_variant(variant: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
+    """One seed's variant run against the plain spidernet run of the same seed."""
+    return {
+        "hypervolume_ratio": {f: ratio(variant[f"hypervolume_{f}"], plain[f"hypervolume_{f}"]) for f in FRONTS},
+        "val_accuracy_difference": difference(variant["best_val_accuracy"], plain["best_val_accuracy"]),
+        "params_ratio": ratio(variant["best"]["params"], plain["best"]["params"]),
+        "memory_ratio": ratio(variant["best"]["peak_memory_mb"], plain["best"]["peak_memory_mb"]),
+        "latency_ratio": ratio(variant["best"]["latency_ms"], plain["best"]["latency_ms"]),
+        "test_accuracy_difference": difference(variant.get("test_accuracy"), plain.get("test_accuracy")),
+        "wall_time_ratio": ratio(variant.get("wall_seconds"), plain.get("wall_seconds")),
+        "trial_epochs_counted": variant["trial_epochs_counted"],
+    }
+
+
+VARIANT_FIGURES = ("val_accuracy_difference", "params_ratio", "memory_ratio", "latency_ratio",
+                   "test_accuracy_difference", "wall_time_ratio")
+
+
+def summarise_variants(seed_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant, its ratios to plain SpiderNet spread over the seeds, and what its extension did."""
+    summary = {}
+    for name in seed_rows[0].get("variant_ratios", {}) if seed_rows else ():
+        ratios = [row["variant_ratios"][name] for row in seed_rows]
+        runs = [row["variants"][name] for row in seed_rows]
+        summary[name] = {
+            "hypervolume_ratio": {f: spread([r["hypervolume_ratio"][f] for r in ratios]) for f in FRONTS},
+            **{key: spread([r[key] for r in ratios]) for key in VARIANT_FIGURES},
+            "trial_epochs_counted": [r["trial_epochs_counted"] for r in runs],
+            "trial_epochs_reported": [r["trial_epochs_reported"] for r in runs],
+            "snapshots_counted": [r.get("snapshots_counted", 0) for r in runs],
+            "best_is_snapshot": [bool(r["best"].get("snapshot")) for r in runs],
+            "activity": [r.get("activity") for r in runs],
+        }
+    return summary
 
 
 def summarise_dataset(seed_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -236,6 +361,9 @@ def summarise_dataset(seed_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "trial_epochs_reported": [r["trial_epochs_reported"] for r in runs],
         }
     summary["strategies"] = per_strategy
+    variants = summarise_variants(seed_rows)
+    if variants:
+        summary["variants"] = variants
     summary["per_seed"] = list(seed_rows)
     return summary
 
@@ -245,8 +373,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="*", choices=[*VARIANTS, "none"],
+                   help="SpiderNet variants to run beside the strategies (default: all; none: '--variants' alone)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: population 2, 2 rounds, 1 retrain epoch, seed 0, written to --output")
+                   help="smoke run: population 3, 2 rounds, 1 retrain epoch, seed 0, written to --output")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, shared by every run")
     p.add_argument("--fashion-root", type=Path, default=FASHION_ROOT)
     p.add_argument("--output", type=Path, help=f"default: {RESULTS} (--quick: a temporary directory)")
@@ -255,23 +385,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render", action="store_true",
                    help="only rewrite compare.md from --output's compare.json (and the plots, given --storage)")
     p.add_argument("--reading", type=Path, help="markdown file with the reading of the results, kept in compare.json")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.variants = list(VARIANTS) if args.variants is None else [v for v in args.variants if v != "none"]
+    return args
 
 
 def dataset_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(DATASETS[name])
     if name == "fashion_mnist":
         settings["data_root"] = str(args.fashion_root)
-    if args.quick:
-        settings.update(population=2, rounds=2, channels=4, subset=min(settings.get("subset") or 400, 400))
+    if args.quick:  # population 3: the fewest at which a crossover finds a partner besides the clone and its donor
+        settings.update(population=3, rounds=2, channels=4, subset=min(settings.get("subset") or 400, 400))
     return settings
 
 
-def search_config(settings: Mapping[str, Any], strategy: str, seed: int, storage: Path):
+def search_config(settings: Mapping[str, Any], arm: str, seed: int, storage: Path):
+    """The launcher's config for one arm: a strategy, or a variant (spidernet with its ``VARIANTS`` fields)."""
     from spidernet_ray.config import SearchConfig
 
-    return SearchConfig(**settings, strategy=strategy, seed=seed, storage_path=str(storage),
-                        name=f"{settings['dataset']}-{strategy}-seed{seed}").validate()
+    strategy, extension = (arm, {}) if arm in STRATEGIES else ("spidernet", VARIANTS[arm])
+    return SearchConfig(**settings, **{**EXTENSIONS_OFF, **extension}, strategy=strategy, seed=seed,
+                        storage_path=str(storage),
+                        name=run_name(settings["dataset"], arm, seed)).validate()
+
+
+def run_name(dataset: str, arm: str, seed: int) -> str:
+    return f"{dataset}-{arm}-seed{seed}" if arm in STRATEGIES else f"{dataset}-spidernet-{arm}-seed{seed}"
 
 
 def run_strategy(config, *, budget: int, reference: Mapping[str, float], retrain_epochs: int) -> dict[str, Any]:
@@ -285,11 +424,11 @@ def run_strategy(config, *, budget: int, reference: Mapping[str, float], retrain
     run = evaluate_run(rows, start=start, budget=budget, epochs_per_round=config.epochs_per_round,
                        reference=reference)
     run.update(exit_code=code, wall_seconds=wall, splits_at_end=final_split_counts(rows, config.reductions))
-    counted = within_budget(rows, budget, config.epochs_per_round)
+    scored = scored_rows(rows, budget, config.epochs_per_round)
     # For the plot only (dropped before compare.json is written).
     run["front_rows"] = [{k: r.get(k) for k in ("val_accuracy", "latency_ms", "peak_memory_mb", "diverged")}
-                         for r in counted]
-    best = best_row(counted)
+                         for r in scored]
+    best = best_row(scored)
     if best is not None:
         run.update(retrain_best(config, best, retrain_epochs))
     return run
@@ -334,10 +473,11 @@ def retrain_best(config, best: Mapping[str, Any], epochs: int) -> dict[str, Any]
                                                                                                    f"exit {code}")}
 
 
-def strategy_order(seed: int) -> list[str]:
-    """The three strategies, rotated by the seed."""
-    k = seed % len(STRATEGIES)
-    return list(STRATEGIES[k:] + STRATEGIES[:k])
+def arm_order(seed: int, variants: Sequence[str] = ()) -> list[str]:
+    """The three strategies, then the variants, rotated by the seed."""
+    arms = [*STRATEGIES, *variants]
+    k = seed % len(arms)
+    return arms[k:] + arms[:k]
 
 
 def run_dataset(name: str, args: argparse.Namespace, storage: Path) -> dict[str, Any]:
@@ -348,16 +488,23 @@ def run_dataset(name: str, args: argparse.Namespace, storage: Path) -> dict[str,
     seed_rows = []
     for seed in args.seeds:
         runs = {}
-        for strategy in strategy_order(seed):
-            config = search_config(settings, strategy, seed, storage)
-            print(f"\n=== {name} seed {seed}: {strategy} ===", flush=True)
-            runs[strategy] = run_strategy(config, budget=budget, reference=reference, retrain_epochs=epochs)
+        for arm in arm_order(seed, args.variants):
+            config = search_config(settings, arm, seed, storage)
+            print(f"\n=== {name} seed {seed}: {arm} ===", flush=True)
+            runs[arm] = run_strategy(config, budget=budget, reference=reference, retrain_epochs=epochs)
             if not args.keep:
                 shutil.rmtree(config.experiment_path, ignore_errors=True)
-        runs = {s: runs[s] for s in STRATEGIES}
-        seed_rows.append({"seed": seed, "order": strategy_order(seed), "ratios": compare_seed(runs), "runs": runs})
-        print(json.dumps({"dataset": name, "seed": seed, "ratios": seed_rows[-1]["ratios"]}, default=str), flush=True)
+        plain = {s: runs[s] for s in STRATEGIES}
+        seed_row = {"seed": seed, "order": arm_order(seed, args.variants), "ratios": compare_seed(plain), "runs": plain}
+        if args.variants:
+            seed_row["variants"] = {v: runs[v] for v in args.variants}
+            seed_row["variant_ratios"] = {v: compare_variant(runs[v], runs["spidernet"]) for v in args.variants}
+        seed_rows.append(seed_row)
+        print(json.dumps({"dataset": name, "seed": seed, "ratios": seed_row["ratios"],
+                          "variant_ratios": seed_row.get("variant_ratios")}, default=str), flush=True)
     block = summarise_dataset(seed_rows)
+    for variant in block.get("variants", {}):
+        block["variants"][variant]["config"] = VARIANTS[variant]
     block["settings"] = {**settings, "budget_trial_epochs": budget, "retrain_epochs": epochs}
     block["reference"] = reference
     return block
@@ -493,10 +640,53 @@ def markdown(report: dict[str, Any]) -> str:
                 for x in ("spidernet", "random")) + ".",
             "",
         ]
+        if block.get("variants"):  # absent in compare.json files written before the variants
+            lines += variant_table(name, block["variants"])
     commands = report["settings"]["command"]
     lines += ["## Reading", "", report.get("reading", "(see the report of the run)"), "", "Produced by:", "", "```",
               *([commands] if isinstance(commands, str) else commands), "```", ""]
     return "\n".join(lines)
+
+
+def variant_table(name: str, variants: Mapping[str, Any]) -> list[str]:
+    """One line per variant: its figures over plain SpiderNet of the same seed, and what its extension did."""
+    lines = [
+        f"### {name}: extensions vs plain SpiderNet at equal compute",
+        "",
+        "Each variant is SpiderNet with one extension on, cut at the same trial-epoch budget; ratios are "
+        "variant / plain SpiderNet of the same seed (accuracy differences in points), mean [min, max] over seeds. "
+        "The last column sums over the seeds' counted rows: non-split mutations carried out / drawn, ops deleted, "
+        "channels removed, snapshots taken, rounds that trained longer than the others.",
+        "",
+        "| variant | hypervolume (latency) | hypervolume (memory) | best val acc (points) | best model params "
+        "| best model memory | best model latency | retrained test acc (points) | wall time "
+        "| trial-epochs counted | what the extension did |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for variant, v in variants.items():
+        cells = [_fmt(v["hypervolume_ratio"]["latency"]), _fmt(v["hypervolume_ratio"]["memory"]),
+                 _fmt(_scaled(v["val_accuracy_difference"])), _fmt(v["params_ratio"]), _fmt(v["memory_ratio"]),
+                 _fmt(v["latency_ratio"]), _fmt(_scaled(v["test_accuracy_difference"])), _fmt(v["wall_time_ratio"]),
+                 ", ".join(map(str, v["trial_epochs_counted"])), activity_text(v["activity"])]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def activity_text(activities: Sequence[Mapping[str, Any] | None]) -> str:
+    """The seeds' ``extension_activity`` summed, in a few words."""
+    mutations: dict[str, list[int]] = {}
+    totals = {"ops_deleted": 0, "channels_removed": 0, "snapshots": 0, "longer_rounds": 0}
+    for activity in filter(None, activities):
+        for kind, counts in activity["mutations"].items():
+            seen = mutations.setdefault(kind, [0, 0])
+            seen[0] += counts["done"]
+            seen[1] += counts["asked"]
+        for key in totals:
+            totals[key] += activity.get(key, 0)
+    words = [f"{kind} {done}/{asked}" for kind, (done, asked) in sorted(mutations.items()) if kind != "split"]
+    words.append(f"{totals['ops_deleted']} ops deleted")
+    words += [f"{n} {key.replace('_', ' ')}" for key, n in totals.items() if key != "ops_deleted" and n]
+    return ", ".join(words)
 
 
 def _scaled(stats: dict[str, Any]) -> dict[str, Any]:
@@ -529,12 +719,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.datasets:
         block = run_dataset(name, args, storage)
         fronts = {x: [r["runs"][x].pop("front_rows") for r in block["per_seed"]] for x in STRATEGIES}
+        for seed_row in block["per_seed"]:  # the plot shows the strategies only
+            for run in seed_row.get("variants", {}).values():
+                run.pop("front_rows")
         plot_fronts(name, block, fronts, output / f"compare_{name}.png")
         report["datasets"][name] = block
         report["settings"] = {
-            "command": "python benchmarks/compare.py " + " ".join(
-                [f"--datasets {' '.join(args.datasets)}", f"--seeds {' '.join(map(str, args.seeds))}",
-                 "--quick" * args.quick, f"--cpus {args.cpus}"]).strip(),
+            "command": "python benchmarks/compare.py " + " ".join(part for part in [
+                f"--datasets {' '.join(args.datasets)}", f"--seeds {' '.join(map(str, args.seeds))}",
+                f"--variants {' '.join(args.variants)}".strip(), "--quick" * args.quick, f"--cpus {args.cpus}",
+            ] if part),
             "cpus": args.cpus, "os_cpus": os.cpu_count(), "load_average_start": load_start,
             "load_average_end": os.getloadavg()[0], "total_minutes": (time.perf_counter() - started) / 60,
             "ray": ray.__version__, "torch": torch.__version__, "machine": platform.machine(), "code": code_version(),
@@ -560,8 +754,8 @@ def render(output: Path, reading: Path | None, storage: Path | None = None) -> d
         path.write_text(json.dumps(report, indent=1) + "\n")
     for name, block in report["datasets"].items() if storage is not None else ():
         st = block["settings"]
-        fronts = {x: [within_budget(arrival_rows(storage / f"{st['dataset']}-{x}-seed{seed}"),
-                                    st["budget_trial_epochs"], st["epochs_per_round"]) for seed in block["seeds"]]
+        fronts = {x: [scored_rows(arrival_rows(storage / run_name(st["dataset"], x, seed)),
+                                  st["budget_trial_epochs"], st["epochs_per_round"]) for seed in block["seeds"]]
                   for x in STRATEGIES}
         plot_fronts(name, block, fronts, output / f"compare_{name}.png")
     (output / "compare.md").write_text(markdown(report))

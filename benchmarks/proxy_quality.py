@@ -53,10 +53,12 @@ DATASETS = {
 }
 
 # Proxy settings: the defaults choose_split uses, the same fed real training images instead of
-# noise, and the heavier setting DESIGN.md describes (~200 NTK samples, ~1000 LRC inputs).
+# noise, the earlier (until session 3) defaults, and the heavier setting DESIGN.md describes (~200 NTK
+# samples, ~1000 LRC inputs).
 PROXY_VARIANTS = {
     "default": dict(),
     "default_real_inputs": dict(real_inputs=True),
+    "earlier_default": dict(ntk_samples=64, lrc_side=24, n_inits=2),
     "design_sized": dict(ntk_samples=200, lrc_side=32, n_inits=3),
 }
 

@@ -54,16 +54,24 @@ class SearchConfig:
     deadhead_window: int = 1
     initial_splits: int = 2  # random splits per member at the start, so the population starts diverse
     candidates_per_cell: int = 2
+    # Proxy sizes for scoring a split (proxies.choose_split): initialisations averaged, NTK samples, and the
+    # side of the linear-region grid. benchmarks/proxy_quality.py compares them with larger sizes.
+    proxy_inits: int = 1
+    proxy_samples: int = 32
+    proxy_grid: int = 16
     # Search-space extensions, each off until benchmarks/compare.py shows it helps (README "Search-space
-    # extensions"): channel-wise gates that narrow conv ops; gradual pruning (at most prune_per_epoch ops
-    # deleted per epoch) and an architecture snapshot for the Pareto archive whenever nothing was pruned for
-    # snapshot_stable_epochs epochs (0: none); macro mutations (add/remove a cell, widen/narrow); crossover.
-    channel_search: bool = False
+    # extensions"): channel-wise gates that narrow conv ops (on: smaller best models and a larger memory
+    # hypervolume in compare.md); gradual pruning (at most prune_per_epoch ops deleted per epoch) and an
+    # architecture snapshot for the Pareto archive whenever nothing was pruned for snapshot_stable_epochs
+    # epochs (0: none); macro mutations (add/remove a cell, widen/narrow); crossover.
+    channel_search: bool = True
     gradual_pruning: bool = False
     prune_per_epoch: int = 2
     snapshot_stable_epochs: int = 0
     macro_mutations: bool = False
     crossover: bool = False
+    macro_probability: float = 0.3  # share of clones given a macro mutation, when macro_mutations is on
+    crossover_probability: float = 0.3  # share of clones made by crossover, when crossover is on
     genome: str | None = None  # a genome JSON file every member starts from instead of the initial genome
     # Hardware budgets and objectives
     latency_budget_ms: float | None = None
@@ -110,7 +118,8 @@ class SearchConfig:
 
     def validate(self) -> SearchConfig:
         positive_ints = ["reductions", "channels", "population", "rounds", "epochs_per_round", "batch_size",
-                         "deadhead_window", "candidates_per_cell", "latency_batch_size", "prune_per_epoch"]
+                         "deadhead_window", "candidates_per_cell", "latency_batch_size", "prune_per_epoch",
+                         "proxy_inits", "proxy_samples", "proxy_grid"]
         for name in positive_ints:
             value = getattr(self, name)
             if name == "reductions" and value == 0:
@@ -133,6 +142,9 @@ class SearchConfig:
             raise ConfigError("--dashboard starts a local Ray's dashboard; an attached cluster serves its own")
         if self.num_gpus > 0 and self.gpus_per_trial is not None and self.gpus_per_trial > self.num_gpus:
             raise ConfigError(f"--gpus-per-trial {self.gpus_per_trial:g} exceeds --num-gpus {self.num_gpus:g}")
+        for name in ["macro_probability", "crossover_probability"]:
+            if not _finite(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{_flag(name)} must be in [0, 1], got {getattr(self, name)!r}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path!r}")
         if not 0 < self.val_fraction < 1:

@@ -63,8 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadhead-window", type=int, help="epochs over which gate-open counts are pooled")
     p.add_argument("--initial-splits", type=int, help="random splits per member at the start")
     p.add_argument("--candidates-per-cell", type=int, help="candidate splits scored per cell on a mutation")
-    p.add_argument("--channel-search", action="store_true", default=None,
-                   help="channel-wise gates inside conv ops; shut channels are removed (narrower network)")
+    p.add_argument("--proxy-inits", type=int, help="random initialisations the proxies average over (default 1)")
+    p.add_argument("--proxy-samples", type=int, help="inputs of the NTK proxy (default 32)")
+    p.add_argument("--proxy-grid", type=int, help="side of the linear-region proxy's input grid (default 16)")
+    p.add_argument("--channel-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="channel-wise gates inside conv ops; shut channels are removed (narrower network); on "
+                   "by default")
     p.add_argument("--gradual-pruning", action="store_true", default=None,
                    help="delete at most --prune-per-epoch ops per epoch, those open least often first")
     p.add_argument("--prune-per-epoch", type=int, help="ops deleted per epoch at most with --gradual-pruning")
@@ -74,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="clones may also add or remove a cell or widen or narrow the channels")
     p.add_argument("--crossover", action="store_true", default=None,
                    help="some clones mix the cells of two front members instead of mutating one")
+    p.add_argument("--macro-probability", type=float, help="share of clones given a macro mutation (default 0.3)")
+    p.add_argument("--crossover-probability", type=float, help="share of clones made by crossover (default 0.3)")
     p.add_argument("--genome", help="genome JSON file (e.g. from pareto.parquet) every member starts from; "
                    "sets --reductions and --channels")
     p.add_argument("--val-fraction", type=float, help="share of the training data held out for validation")
@@ -434,8 +440,8 @@ def strategy_scheduler(config: SearchConfig, path: Path):
         state_path=path / STATE_FILE,
         quantile_fraction=config.quantile_fraction,
         hyperparam_mutations={**mutations, "drop_path": tune.uniform(0.0, 0.3)},
-        macro_probability=scheduler.MACRO_PROBABILITY if config.macro_mutations else 0.0,
-        crossover_probability=scheduler.CROSSOVER_PROBABILITY if config.crossover else 0.0,
+        macro_probability=config.macro_probability if config.macro_mutations else 0.0,
+        crossover_probability=config.crossover_probability if config.crossover else 0.0,
         seed=config.seed,
     )
 

@@ -187,9 +187,9 @@ def score_splits(
     splits: list[Split],
     *,
     channels: int = 4,
-    n_inits: int = 2,
-    ntk_samples: int = 64,
-    lrc_side: int = 24,
+    n_inits: int = 1,
+    ntk_samples: int = 32,
+    lrc_side: int = 16,
     seed: int = 0,
     inputs: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
@@ -344,9 +344,9 @@ def choose_split(
     candidates_per_cell: int = 2,
     seed: int = 0,
     proxy_channels: int = 4,
-    n_inits: int = 2,
-    ntk_samples: int = 64,
-    lrc_side: int = 24,
+    n_inits: int = 1,
+    ntk_samples: int = 32,
+    lrc_side: int = 16,
     inputs: torch.Tensor | None = None,
 ) -> SplitDecision:
     """Score a few candidate splits per cell and pick the best valid one that fits the budgets.
@@ -356,9 +356,11 @@ def choose_split(
     at ``latency_batch_size``.
     ``chosen`` is None when no candidate is valid or every valid one breaks a budget.
 
-    The defaults keep a call for the digits network to a few seconds on one CPU core: 64 NTK samples
-    and a 24 x 24 LRC grid (DESIGN.md's ~200 and ~1000 cost about twice as much), two candidates per
-    cell, two initialisations. benchmarks/proxy_quality.py compares them with the larger sizes.
+    The defaults keep a call for the digits network near 3 s on one CPU core (it runs inside a
+    member's exploit, on the member's CPU): one initialisation, 32 NTK samples and a 16 x 16 LRC
+    grid, two candidates per cell. The earlier defaults (two initialisations, 64 samples, 24 x 24)
+    took about 7 s; DESIGN.md's ~200 samples and ~1000 grid points about twice that.
+    benchmarks/proxy_quality.py compares the sizes.
     """
     started = time.perf_counter()
     splits = sample_splits(genome, candidates_per_cell, seed)

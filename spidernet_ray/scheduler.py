@@ -12,6 +12,8 @@ What changes from stock PBT, each in one protected hook:
 - ``_exploit``: records the genealogy (who cloned whom, with which mutation).
 - ``_save_trial_state``: keeps per-trial scores and a Pareto archive of every feasible architecture,
   the snapshots a member took during the round (gradual pruning) included.
+- ``choose_trial_to_run``: PBT's turn order, but every waiting member is staged rather than one at a
+  time, so that Tune keeps paused members' actors for reuse (see the method).
 
 Ray does not save scheduler state, so it is written to ``state_path`` (JSON) after every change and
 read back from there on construction. Usable from any plain ``tune.Tuner``:
@@ -43,9 +45,14 @@ from spidernet_ray.pareto import rank_population
 
 DIVERGED_VIOLATION = 1e12
 ARCHIVE_FIELDS = ("params", "flops", "latency_spread_ms", "memory_method", "ops_alive", "genome", "genome_hash")
-# Share of clones given a macro mutation or a crossover when the extension is on (launch's options).
-MACRO_PROBABILITY = 0.3
-CROSSOVER_PROBABILITY = 0.3
+
+
+def _actor_free(tune_controller) -> bool:
+    """Whether Tune holds a cached actor no trial has taken yet. Tune does not expose its actor cache;
+    a controller without one (another Tune version) counts as having one free, which gives stock
+    PBT's choice."""
+    cache = getattr(tune_controller, "_actor_cache", None)
+    return cache is None or cache.num_cached_objects > 0
 
 
 class SpiderNetScheduler(PopulationBasedTraining):
@@ -154,6 +161,26 @@ class SpiderNetScheduler(PopulationBasedTraining):
             if state.last_checkpoint is None and donor.checkpoint is not None:
                 state.last_checkpoint = donor.checkpoint
         super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        """The waiting member with the least training time (PBT's fair turn order) when it is not yet
+        staged or an actor is free for it; otherwise the next waiting member not yet staged, so that in
+        a few controller steps every waiting member is staged.
+
+        Tune keeps a paused member's actor for reuse only while some staged member needs its
+        resources (besides one spare). Stock PBT stages one member at a time, so when two members
+        pause together, as members of equal step times do every round, the second actor is stopped
+        and the next member starts a new process and sets up again. A staged member waits for
+        resources; it starts only on an actor another member left. A member Tune stages takes a free
+        cached actor at once, so while one is free the first in turn is chosen, never a later one.
+        """
+        waiting = [t for t in tune_controller.get_trials() if t.status in (Trial.PENDING, Trial.PAUSED)]
+        waiting.sort(key=lambda t: self._trial_state[t].last_train_time)
+        if not waiting:
+            return None
+        if waiting[0].status == Trial.PAUSED or _actor_free(tune_controller):
+            return waiting[0]
+        return next((t for t in waiting if t.status == Trial.PAUSED), waiting[0])
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial):
         new_config, operations = super()._get_new_config(trial, trial_to_clone)

@@ -70,6 +70,9 @@ class TrialSettings:
     deadhead_window: int
     initial_splits: int
     candidates_per_cell: int
+    proxy_inits: int
+    proxy_samples: int
+    proxy_grid: int
     latency_budget_ms: float | None
     memory_budget_mb: float | None
     latency_batch_size: int
@@ -323,6 +326,9 @@ class SpiderNetTrainable(tune.Trainable):
             latency_budget_ms=s.latency_budget_ms,
             memory_budget_mb=s.memory_budget_mb,
             candidates_per_cell=s.candidates_per_cell,
+            n_inits=s.proxy_inits,
+            ntk_samples=s.proxy_samples,
+            lrc_side=s.proxy_grid,
             latency_batch_size=s.latency_batch_size,
             seed=zlib.crc32(instruction["id"].encode()),
         )

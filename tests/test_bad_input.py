@@ -45,6 +45,9 @@ CASES = {
     "lr not a number": (["--lr", "nan"], {}, "--lr must be a positive number"),
     "val fraction 1": (["--val-fraction", "1"], {}, "--val-fraction must be in (0, 1)"),
     "subset too small to split": (["--subset", "5"], {}, "5 training examples are too few"),
+    "proxy samples zero": (["--proxy-samples", "0"], {}, "--proxy-samples must be a positive integer"),
+    "crossover probability above 1": (["--crossover", "--crossover-probability", "1.5"], {},
+                                      "--crossover-probability must be in [0, 1]"),
     # flags: names
     "unknown dataset": (["--dataset", "imagenet"], {}, "unknown dataset 'imagenet'"),
     "unknown objective mode": (["--objectives", "max:val_accuracy", "fastest:latency_ms"], {},

@@ -302,10 +302,13 @@ def test_a_crossover_child_takes_cells_of_the_other_parent_fresh_and_keeps_the_d
 
 
 # -- options ----------------------------------------------------------------------------------------
-def test_the_extensions_are_off_by_default_and_set_by_flags_or_config_keys(tmp_path):
+def test_channel_search_alone_is_on_by_default_and_each_extension_is_set_by_flags_or_config_keys(tmp_path):
     defaults = SearchConfig()
-    assert not any([defaults.channel_search, defaults.gradual_pruning, defaults.snapshot_stable_epochs,
-                    defaults.macro_mutations, defaults.crossover])
+    assert defaults.channel_search  # the one compare.py showed helping
+    assert not any([defaults.gradual_pruning, defaults.snapshot_stable_epochs, defaults.macro_mutations,
+                    defaults.crossover])
+    assert not launch.resolve_config(launch.parse_args(["--no-channel-search", "--storage-path", str(tmp_path)])
+                                     ).channel_search
     args = launch.parse_args(["--channel-search", "--gradual-pruning", "--prune-per-epoch", "1",
                               "--snapshot-stable-epochs", "2", "--macro-mutations", "--crossover",
                               "--storage-path", str(tmp_path)])

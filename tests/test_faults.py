@@ -176,7 +176,9 @@ def driver_killed(tmp_path_factory):
     # Ray snapshots the experiment at least every 10 s by default; every step here, so that the checkpoint
     # a member is restored from is its newest, with older ones beside it to fall back to.
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
-    cmd = [sys.executable, "-m", "spidernet_ray.launch", *SMALL, "--rounds", "4", "--num-cpus", "2",
+    # Killed at round 4 of 5: the snapshot kept may lag the newest checkpoints by a round, and still records
+    # for some member a checkpoint with an older one beside it (killed at round 3, it sometimes did not).
+    cmd = [sys.executable, "-m", "spidernet_ray.launch", *SMALL, "--rounds", "5", "--num-cpus", "2",
            "--storage-path", str(storage), "--name", "driver"]
     try:
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -184,12 +186,12 @@ def driver_killed(tmp_path_factory):
         seen = []
         for line in first.stdout:
             seen.append(line)
-            if line.startswith("round 3/"):
+            if line.startswith("round 4/"):
                 break
         # The driver and the local Ray it started die at once, as when the driver's machine fails.
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
-        assert any(line.startswith("round 3/") for line in seen), "".join(seen)
+        assert any(line.startswith("round 4/") for line in seen), "".join(seen)
         rows = rows_in_file_order(path)
         wait_for_exit({r["pid"] for r in rows}, timeout=30)  # workers end once their raylet is gone
         rows = rows_in_file_order(path)
@@ -224,7 +226,7 @@ def driver_killed(tmp_path_factory):
 def test_a_killed_driver_resumes_and_the_results_cover_every_round(driver_killed):
     resumed, path = driver_killed["resumed"], driver_killed["path"]
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert_every_round_is_covered(path, members=2, rounds=4)
+    assert_every_round_is_covered(path, members=2, rounds=5)
     rows, kill_index = rows_in_file_order(path), len(driver_killed["rows"])
     lost = {trial: rounds_lost(rows, kill_index, trial) for trial in {r["trial_id"] for r in rows}}
     print(f"driver SIGKILL: completed rounds redone per member {lost}")

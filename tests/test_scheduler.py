@@ -121,3 +121,30 @@ def test_an_unpickled_scheduler_reloads_its_state_file(tmp_path):
 def test_bad_objectives_are_refused(bad, tmp_path):
     with pytest.raises(ValueError):
         make_scheduler(tmp_path, objectives=bad)
+
+
+def test_every_waiting_member_is_staged_in_turn_order(tmp_path):
+    """PBT picks the waiting member with the least training time; once it is staged (PENDING), ours
+    stages the next paused one too, so that Tune keeps pausing members' actors for reuse; but while an
+    actor is free, the first in turn is chosen, since a member Tune stages takes a free actor at once."""
+    scheduler = make_scheduler(tmp_path)
+    trials = report(scheduler, {name: member(0.9, 1.0, 10.0) for name in "abcd"})
+    for time_, name in enumerate("cabd"):
+        scheduler._trial_state[trials[name]].last_train_time = time_
+    for trial in trials.values():
+        trial.set_status(Trial.PAUSED)
+    trials["d"].set_status(Trial.RUNNING)
+    cache = types.SimpleNamespace(num_cached_objects=0)
+    controller = types.SimpleNamespace(get_trials=lambda: list(trials.values()), _actor_cache=cache)
+    staged = []
+    for _ in range(4):
+        chosen = scheduler.choose_trial_to_run(controller)
+        if chosen.status == Trial.PAUSED:
+            chosen.set_status(Trial.PENDING)  # what Tune does with the member chosen: stage it
+            staged.append(chosen.trial_id)
+    assert staged == ["c", "a", "b"]  # the running member is never chosen
+    assert scheduler.choose_trial_to_run(controller).trial_id == "c"  # all staged: the first in turn again
+    trials["b"].set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(controller).trial_id == "b"  # c and a staged, no actor free: stage b
+    cache.num_cached_objects = 1
+    assert scheduler.choose_trial_to_run(controller).trial_id == "c"  # an actor is free: it goes to c, first in turn
