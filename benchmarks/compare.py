@@ -207,6 +207,10 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def spread(values: Sequence[float | None]) -> dict[str, Any]:
     """Mean, median, min, max and sample std over the seeds where the value exists, and every value."""
     present = [v for v in values if v is not None and math.isfinite(v)]
@@ -284,16 +288,9 @@ def compare_seed(runs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         "params_ratio_vs_pbt": ratio(ours["best"]["params"], pbt["best"]["params"]),
         "memory_ratio_vs_pbt": ratio(ours["best"]["peak_memory_mb"], pbt["best"]["peak_memory_mb"]),
         "time_to_target_ratio_vs_random": ratio(ours["time_to_target_s"], rand["time_to_target_s"]),
-        "val_accuracy_difference_vs_random": (None if ours["best_val_accuracy"] is None or target is None
-                                              else ours["best_val_accuracy"] - target),
-        "test_accuracy_difference_vs_random": (None if ours.get("test_accuracy") is None
-                                               or rand.get("test_accuracy") is None
-                                               else ours["test_accuracy"] - rand["test_accuracy"]),
+        "val_accuracy_difference_vs_random": difference(ours["best_val_accuracy"], target),
+        "test_accuracy_difference_vs_random": difference(ours.get("test_accuracy"), rand.get("test_accuracy")),
     }
-
-
-def difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
 
 
 def compare_variant(variant: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
