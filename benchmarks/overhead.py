@@ -68,7 +68,8 @@ PHASES = ("init", "train", "save", "restore", "reset")  # Ray's entry points int
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--population", type=int, default=8)
-    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray; one per trial")
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial, both arms (fractional allowed)")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--step-seconds", type=float, default=2.0, help="training seconds per step to aim for")
@@ -433,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="spidernet-overhead-"))
     base = SearchConfig(
         dataset=args.dataset, subset=args.subset, channels=args.channels, population=args.population,
-        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=1, num_cpus=args.cpus,
+        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=args.cpus_per_trial, num_cpus=args.cpus,
         storage_path=str(scratch), seed=args.seed, name="unset",
     ).validate()
     seconds_per_batch = None

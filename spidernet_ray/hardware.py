@@ -163,8 +163,10 @@ def measure_peak_memory(
     input_shape: tuple[int, int, int],
     batch_size: int,
     device: torch.device | str | None = None,
+    disposable: bool = False,
 ) -> tuple[float, str]:
-    """(peak MiB, method) of one SGD training step at ``batch_size`` on a copy of ``model``.
+    """(peak MiB, method) of one SGD training step at ``batch_size`` on a copy of ``model``, or on
+    ``model`` itself when it is ``disposable`` (the caller throws it away after: the step changes it).
 
     The optimiser's momentum buffers are created before the measured step (as zeros, the shape the
     first step would give them), so it is a steady-state step: momentum, parameters and the batch
@@ -172,7 +174,7 @@ def measure_peak_memory(
     step first gives the same peak at twice the cost.)
     """
     device = torch.device(device) if device is not None else model_device(model)
-    clone = copy.deepcopy(model).to(device)
+    clone = (model if disposable else copy.deepcopy(model)).to(device)
     optimizer = make_optimizer(clone)
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -243,12 +245,14 @@ def measure(
     latency_batch_size: int = 1,
     warmup: int = 3,
     repeats: int = 10,
+    disposable: bool = False,
 ) -> HardwareMetrics:
     """Every hardware metric of ``model``: latency at ``latency_batch_size`` (inference), peak memory
-    of training at ``batch_size`` (the batch in use), params and per-sample FLOPs."""
+    of training at ``batch_size`` (the batch in use), params and per-sample FLOPs. A ``disposable``
+    model (one the caller throws away after) is measured without a copy and ends up changed."""
     model, device = on_device(model, device)
     latency, spread = measure_latency(model, input_shape, latency_batch_size, device, warmup, repeats)
-    memory_mb, method = measure_peak_memory(model, input_shape, batch_size, device)
+    memory_mb, method = measure_peak_memory(model, input_shape, batch_size, device, disposable)
     return HardwareMetrics(
         latency_ms=latency,
         latency_spread_ms=spread,

@@ -27,7 +27,6 @@ valid candidate is tried.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -216,10 +215,12 @@ def score_splits(
             for index, (split, tally) in enumerate(zip(splits, children)):
                 torch.manual_seed(seed * 1000 + init + 7919 * (index + 1))  # the split's fresh edges
                 started = time.perf_counter()
-                child = copy.deepcopy(base)
-                child.apply_split(*split)
-                calibrate_batchnorm(child, batch)
-                tally.add(child, batch, grid, started)
+                # The child is the parent grown in place (cheaper than a copy); the split is undone
+                # after scoring. Calibration resets every BatchNorm, so no child sees another's statistics.
+                base.apply_split(*split)
+                calibrate_batchnorm(base, batch)
+                tally.add(base, batch, grid, started)
+                base.set_genome(small)
     return parent.scores(), [tally.scores() for tally in children]
 
 
@@ -320,7 +321,7 @@ def budget_metrics(
         metrics["latency_ms"], _ = measure_latency(model, genome.input_shape, latency_batch_size, device)
     if memory_budget_mb is not None:
         metrics["peak_memory_mb"], metrics["memory_method"] = measure_peak_memory(
-            model, genome.input_shape, batch_size, device
+            model, genome.input_shape, batch_size, device, disposable=True
         )
     return metrics
 

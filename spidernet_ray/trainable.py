@@ -274,7 +274,8 @@ class SpiderNetTrainable(tune.Trainable):
         key = (discrete.genome.hash, tuple(sorted(discrete.edge_ops.items())))
         if key not in self.measured:
             self.measured[key] = measure(discrete, self.splits.input_shape, self.settings.batch_size, self.device,
-                                         latency_batch_size=self.settings.latency_batch_size).to_dict()
+                                         latency_batch_size=self.settings.latency_batch_size,
+                                         disposable=True).to_dict()
         return self.measured[key]
 
     def _pressure_term(self):

@@ -55,6 +55,15 @@ def test_measure_leaves_the_model_as_it_was():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_disposable_model_is_measured_in_place_with_the_same_figures():
+    net = small_net().to_discrete()
+    copied = measure(net, DIGITS, batch_size=8, repeats=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    in_place = measure(net, DIGITS, batch_size=8, repeats=2, disposable=True)
+    assert (in_place.peak_memory_mb, in_place.params, in_place.flops) == (copied.peak_memory_mb, copied.params, copied.flops)
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # the step trained it
+
+
 def test_discrete_network_is_measured_too():
     metrics = measure(small_net().to_discrete(), DIGITS, batch_size=8, repeats=2)
     assert metrics.peak_memory_mb > 0 and metrics.params > 0
