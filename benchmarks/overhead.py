@@ -525,14 +525,15 @@ def markdown(report: dict) -> str:
         "",
         "overhead = 1 - (CPU seconds in `train_epoch`, summed over trials) / (wall seconds x CPUs)",
         "",
-        "One CPU per trial, so members take turns: Tune pauses, checkpoints and restores them every round. "
-        "CPU seconds are those of the actor thread that trains (`time.thread_time`).",
+        taking_turns(s) + " CPU seconds are those of the actor thread that trains (`time.thread_time`).",
         "",
         header,
         row(f"**overhead fraction** (target <= {report['target']:.0%}, below stock)",
             lambda r: f"**{pooled(r):.1%}**"),
         row("overhead if validation + hardware measurement counted as work (whole `step()`)",
             lambda r: f"{pooled(r, 'step_cpu_seconds'):.1%}"),
+        row("each run's overhead fraction (actor processes it started)",
+            lambda r: ", ".join(f"{a['overhead_fraction']:.1%} ({a['actor_processes']})" for a in r)),
         row("wall seconds (`Tuner.fit`)", mean("fit_wall_seconds", ".1f")),
         row("CPU seconds in `train_epoch`, summed", mean("train_cpu_seconds", ".1f")),
         row("steps", mean("steps", ".0f")),
@@ -568,13 +569,25 @@ def markdown(report: dict) -> str:
                           else "--subset given") + "):",
         "",
         "```",
-        f"python benchmarks/overhead.py --population {s['population']} --cpus {s['cpus']} --rounds {s['rounds']} "
+        f"python benchmarks/overhead.py --population {s['population']} --cpus {s['cpus']} "
+        f"--cpus-per-trial {s.get('cpus_per_trial', 1):g} --rounds {s['rounds']} "
         f"--dataset {s['dataset']} --subset {s['subset']} --channels {s['channels']} "
         f"--epochs-per-round {s['epochs_per_round']} --repeats {s['repeats']}",
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def taking_turns(settings: dict) -> str:
+    """How the population shares the CPUs, in words."""
+    per_trial = settings.get("cpus_per_trial", 1)
+    at_once = int(settings["cpus"] // per_trial)
+    if at_once >= settings["population"]:
+        return (f"{per_trial:g} CPU per trial: all {settings['population']} members run at once, sharing the "
+                f"{settings['cpus']} CPUs through the operating system.")
+    return (f"{per_trial:g} CPU per trial, so {at_once} members run at a time and they take turns: Tune pauses, "
+            "checkpoints and restores them every round.")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ ARCHIVE_FIELDS = ("params", "flops", "latency_spread_ms", "memory_method", "ops_
 def _actor_free(tune_controller) -> bool:
     """Whether Tune holds a cached actor no trial has taken yet. Tune does not expose its actor cache;
     a controller without one (another Tune version) counts as having one free, which gives stock
-    PBT's choice."""
-    cache = getattr(tune_controller, "_actor_cache", None)
+    PBT's choice. Tune hands schedulers a wrapper that logs a warning on such access; the controller
+    inside it is read directly, so users do not see that warning every run."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    cache = getattr(controller, "_actor_cache", None)
     return cache is None or cache.num_cached_objects > 0
 
 

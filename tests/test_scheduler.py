@@ -148,3 +148,22 @@ def test_every_waiting_member_is_staged_in_turn_order(tmp_path):
     assert scheduler.choose_trial_to_run(controller).trial_id == "b"  # c and a staged, no actor free: stage b
     cache.num_cached_objects = 1
     assert scheduler.choose_trial_to_run(controller).trial_id == "c"  # an actor is free: it goes to c, first in turn
+
+
+def test_the_actor_cache_is_read_without_tune_s_restricted_access_warning(caplog):
+    """Tune hands schedulers its controller wrapped in TrialRunnerWrapper, which logs a warning when a
+    scheduler reads an attribute outside its whitelist; the cache is read from the controller inside."""
+    from ray.tune.execution.tune_controller import TrialRunnerWrapper
+    from ray.util.debug import reset_log_once
+
+    from spidernet_ray.scheduler import _actor_free
+
+    controller = types.SimpleNamespace(_actor_cache=types.SimpleNamespace(num_cached_objects=0))
+    wrapper = TrialRunnerWrapper(controller, trial_executor=None)
+    reset_log_once("restrict_accessing_tune_controller")
+    with caplog.at_level("WARNING"):
+        assert _actor_free(wrapper) is False
+    assert "restricted" not in caplog.text
+    with caplog.at_level("WARNING"):
+        wrapper._actor_cache  # the access the wrapper warns about: the check above can see the warning
+    assert "restricted" in caplog.text
