@@ -84,14 +84,19 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return model.to(device)
 
 
-def save_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, directory: str | Path) -> None:
-    """The optimiser's momentum buffers, keyed by the name of their parameter."""
+def momentum_buffers(model: CellNetwork, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimiser's momentum buffers, keyed by the name of their parameter in ``model``."""
     names = {id(p): name for name, p in model.named_parameters()}
-    buffers = {
-        names[id(p)]: state["momentum_buffer"].detach().cpu().contiguous()
+    return {
+        names[id(p)]: state["momentum_buffer"].detach()
         for p, state in optimizer.state.items()
         if id(p) in names and state.get("momentum_buffer") is not None
     }
+
+
+def save_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, directory: str | Path) -> None:
+    """The optimiser's momentum buffers, keyed by the name of their parameter."""
+    buffers = {name: b.cpu().contiguous() for name, b in momentum_buffers(model, optimizer).items()}
     _write_atomic(Path(directory) / MOMENTUM_FILE, lambda p: save_file(buffers, str(p)))
 
 

@@ -369,9 +369,12 @@ class SpiderNetTrainable(tune.Trainable):
         model = self._supernet(child, self.config["drop_path"])
         model.set_gate_scale(self.model.gate_scale)
         inherited, new = inherit_weights(model, self.model.state_dict(), skip=fresh)
+        momentum = {name: buffer for name, buffer in ckpt.momentum_buffers(self.model, self.optimizer).items()
+                    if not name.startswith(fresh)}  # an inherited weight keeps its momentum too
         self.model = model
         self.optimizer = make_optimizer(model, self.config["lr"], self.config["weight_decay"], s.momentum)
-        done = {"applied": True, "inherited_tensors": inherited, "fresh_tensors": new,
+        carried = ckpt.set_momentum(model, self.optimizer, momentum)
+        done = {"applied": True, "inherited_tensors": inherited, "fresh_tensors": new, "momentum_carried": carried,
                 "reason": f"{kind}: {inherited} tensors inherited, {new} fresh",
                 "seconds": time.perf_counter() - started}
         if kind == "crossover":

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spidernet_ray import launch
-from spidernet_ray.checkpoint import load_checkpoint, save_checkpoint
+from spidernet_ray.checkpoint import load_checkpoint, read_momentum, save_checkpoint
 from spidernet_ray.config import SearchConfig, read_config_file
 from spidernet_ray.data import load_dataset
 from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_genome
@@ -282,6 +282,8 @@ def test_a_clone_carries_out_a_macro_mutation_keeping_the_donors_weights(donor, 
     assert all(torch.equal(state[k], v) for k, v in parent.model.state_dict().items())
     report = json.loads(child.train()["mutation"])
     assert report["kind"] == "add_cell" and report["applied"] and report["fresh_tensors"] > 0
+    # Every weight the donor trained with momentum keeps its momentum in the new network.
+    assert report["momentum_carried"] == len(read_momentum(path)) > 0
 
 
 def test_a_crossover_child_takes_cells_of_the_other_parent_fresh_and_keeps_the_donors_others(donor, splits):
@@ -299,6 +301,11 @@ def test_a_crossover_child_takes_cells_of_the_other_parent_fresh_and_keeps_the_d
     state, before = child.model.state_dict(), parent.model.state_dict()
     kept = [key for key in before if key.startswith(f"cells.{1 - k}.") and key in state]
     assert kept and all(torch.equal(state[key], before[key]) for key in kept)
+    # Momentum comes along with the donor's weights kept, never onto the other parent's fresh cell.
+    params = dict(child.model.named_parameters())
+    with_momentum = {name for name, p in params.items() if "momentum_buffer" in child.optimizer.state.get(p, {})}
+    assert report["momentum_carried"] == len(with_momentum) > 0
+    assert not any(name.startswith((f"cells.{k}.", f"heads.{k}.")) for name in with_momentum)
 
 
 # -- options ----------------------------------------------------------------------------------------
