@@ -441,7 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="spidernet-overhead-"))
     base = SearchConfig(
         dataset=args.dataset, subset=args.subset, channels=args.channels, population=args.population,
-        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=args.cpus_per_trial, num_cpus=args.cpus,
+        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=args.cpus_per_trial,
+        num_cpus=args.cpus,
         storage_path=str(scratch), seed=args.seed, name="unset",
     ).validate()
     seconds_per_batch = None
