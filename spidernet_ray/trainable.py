@@ -386,13 +386,16 @@ class SpiderNetTrainable(tune.Trainable):
         ckpt.save_checkpoint(self.model, checkpoint_dir)
         ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
         state = {"applied_mutation": self.applied_mutation, "pressure": self.pressure.value,
-                 "stable_epochs": self.stable_epochs}
+                 "stable_epochs": self.stable_epochs, "rounds_done": self.iteration}
         (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps(state))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         model, state, self.checkpoint_fallback = read_member_checkpoint(Path(checkpoint_dir), self.device)
         if self.checkpoint_fallback:
             logger.warning("%s", self.checkpoint_fallback)
+            if state["rounds_done"] is not None:
+                # Tune set the round count of the checkpoint it asked for; the member is back further.
+                self._iteration = state["rounds_done"]
         model.set_drop_path(self.config["drop_path"])
         self.model = model
         # Momentum comes back too (a member paused and restored every round would otherwise lose it);
@@ -477,7 +480,8 @@ def _read_trainer_state(directory: Path) -> dict:
     try:
         state = json.loads((directory / STATE_FILE).read_text())
         return {"pressure": float(state["pressure"]), "applied_mutation": state["applied_mutation"],
-                "stable_epochs": int(state.get("stable_epochs", 0))}  # absent in checkpoints of earlier versions
+                # both absent in checkpoints of earlier versions
+                "stable_epochs": int(state.get("stable_epochs", 0)), "rounds_done": state.get("rounds_done")}
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         raise ckpt.CheckpointError(f"checkpoint {directory}: unreadable {STATE_FILE} ({exc!r})") from None
 

@@ -205,7 +205,7 @@ def driver_killed(tmp_path_factory):
         scratch = storage / "snapshot"
         scratch.mkdir()
         (scratch / snapshot.name).write_bytes(good)
-        corrupted = None
+        corrupted, rounds_done = None, {}
         for trial in ExperimentAnalysis(str(scratch)).trials:
             if trial.status == "TERMINATED" or trial.checkpoint is None:
                 continue
@@ -215,10 +215,13 @@ def driver_killed(tmp_path_factory):
                 weights = checkpoint / "weights.safetensors"
                 weights.write_bytes(weights.read_bytes()[:100])
                 corrupted = (trial.trial_id, checkpoint.name)
+                # Rounds behind each checkpoint beside it, read now: the resumed member deletes old ones.
+                rounds_done = {c.name: json.loads((c / "trainer_state.json").read_text())["rounds_done"]
+                               for c in checkpoint.parent.glob("checkpoint_*") if c != checkpoint}
                 break
         resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, env=env)
-        yield {"path": path, "rows": rows, "state": state, "corrupted": corrupted, "resumed": resumed,
-               "snapshot": snapshot}
+        yield {"path": path, "rows": rows, "state": state, "corrupted": corrupted, "rounds_done": rounds_done,
+               "resumed": resumed, "snapshot": snapshot}
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
@@ -258,6 +261,9 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(driver_killed):
     assert f"{name} is unreadable" in first["checkpoint_fallback"]
     assert "restored the earlier checkpoint_" in first["checkpoint_fallback"]
     assert not first["diverged"]
+    # The member goes on from the round of the checkpoint it was restored from, not of the one cut short.
+    earlier = first["checkpoint_fallback"].split("restored the earlier ")[1].split()[0]
+    assert first["training_iteration"] == driver_killed["rounds_done"][earlier] + 1
 
 
 # -- two nodes with token auth -----------------------------------------------------------------------
