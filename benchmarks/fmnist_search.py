@@ -51,6 +51,11 @@ def command(data_root: str, storage_path: Path) -> list[str]:
             "--data-root", data_root, "--storage-path", str(storage_path), "--name", NAME]
 
 
+def fail(message: str) -> None:
+    print(f"fmnist_search.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cmd = command(args.data_root, args.storage_path)
@@ -62,10 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
         code = subprocess.run(cmd, cwd=REPO).returncode
         run_dir, wall, timed_by = args.storage_path / NAME, time.perf_counter() - start, "this script"
         if code != 0:
-            raise SystemExit(f"the search exited with {code}; its files are in {run_dir}")
+            fail(f"the search exited with {code}; its files are in {run_dir}")
+    if not all((run_dir / name).is_file() for name in ("search_config.json", "trials.parquet", "pareto.parquet")):
+        fail(f"{run_dir} holds no finished search (search_config.json, trials.parquet, pareto.parquet)")
     config = json.loads((run_dir / "search_config.json").read_text())
     if config["dataset"] != "fashion_mnist":
-        raise SystemExit(f"{run_dir} is a search on {config['dataset']}, not Fashion-MNIST")
+        fail(f"{run_dir} is a search on {config['dataset']}, not Fashion-MNIST")
     rows = pq.read_table(run_dir / "trials.parquet").to_pylist()
     front = pq.read_table(run_dir / "pareto.parquet").to_pylist()
     report = {

@@ -40,6 +40,7 @@ import platform
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -53,7 +54,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from spidernet_ray import checkpoint as ckpt
-from spidernet_ray.config import SearchConfig
+from spidernet_ray.config import ConfigError, SearchConfig
 from spidernet_ray.data import DataSplits, load_dataset, make_loaders
 from spidernet_ray.supernet import SuperNet
 from spidernet_ray.train import evaluate, make_optimizer, train_epoch
@@ -439,12 +440,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     scratch = Path(tempfile.mkdtemp(prefix="spidernet-overhead-"))
-    base = SearchConfig(
-        dataset=args.dataset, subset=args.subset, channels=args.channels, population=args.population,
-        rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=args.cpus_per_trial,
-        num_cpus=args.cpus,
-        storage_path=str(scratch), seed=args.seed, name="unset",
-    ).validate()
+    try:
+        base = SearchConfig(
+            dataset=args.dataset, subset=args.subset, channels=args.channels, population=args.population,
+            rounds=args.rounds, epochs_per_round=args.epochs_per_round, cpus_per_trial=args.cpus_per_trial,
+            num_cpus=args.cpus, storage_path=str(scratch), seed=args.seed, name="unset",
+        ).validate()
+    except ConfigError as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        print(f"overhead.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     seconds_per_batch = None
     if args.subset is None:
         subset, seconds_per_batch = calibrate_subset(base, args.step_seconds)
