@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
     (args.output / "fmnist_search.json").write_text(json.dumps(report, indent=1) + "\n")
     shutil.copyfile(run_dir / "pareto.png", args.output / "fmnist_search_pareto.png")
     summary = (run_dir / "summary.md").read_text().replace("](pareto.png)", "](fmnist_search_pareto.png)")
+    load = report["load_average_after"]
+    load_text = "load average not recorded" if load is None else f"load average {load:.1f} at the end"
     header = [
         "# Fashion-MNIST search within the 30-minute budget (issue 5)",
         "",
-        f"Command (CPU, {os.cpu_count()} cores, {report['date']}, code {report['code']}; "
-        + (f"load average {load:.1f} at the end):" if (load := report["load_average_after"]) is not None
-           else "load average not recorded):"),
+        f"Command (CPU, {os.cpu_count()} cores, {report['date']}, code {report['code']}; {load_text}):",
         "",
         "    " + report["command"],
         "",
