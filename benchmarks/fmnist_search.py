@@ -29,6 +29,7 @@ from provenance import REPO, code_version  # benchmarks/provenance.py, beside th
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIG = REPO / "configs" / "fashion_mnist.toml"
 NAME = "fmnist"
+RUN_FILES = ("search_config.json", "trials.parquet", "pareto.parquet", "summary.md", "pareto.png")
 FRONT_FIELDS = ("trial_id", "training_iteration", "val_accuracy", "latency_ms", "peak_memory_mb", "params", "flops",
                 "genome_hash")
 
@@ -68,8 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir, wall, timed_by = args.storage_path / NAME, time.perf_counter() - start, "this script"
         if code != 0:
             fail(f"the search exited with {code}; its files are in {run_dir}")
-    if not all((run_dir / name).is_file() for name in ("search_config.json", "trials.parquet", "pareto.parquet")):
-        fail(f"{run_dir} holds no finished search (search_config.json, trials.parquet, pareto.parquet)")
+    if not all((run_dir / name).is_file() for name in RUN_FILES):  # checked before anything is written
+        fail(f"{run_dir} holds no finished search ({', '.join(RUN_FILES)})")
     config = json.loads((run_dir / "search_config.json").read_text())
     if config["dataset"] != "fashion_mnist":
         fail(f"{run_dir} is a search on {config['dataset']}, not Fashion-MNIST")

@@ -46,6 +46,8 @@ Split = tuple[int, int, int]  # (cell, src, dst)
 KAPPA_CAP = 1e12  # kappa of a Gram matrix whose smallest eigenvalue is below lambda_max / KAPPA_CAP
 PATCH_START = 0.005  # first patch half-side tried, in units of a typical input's norm
 PATCH_STEPS = 8  # at most this many tries to fit the patch
+# Default proxy sizes (config keys proxy_inits, proxy_samples, proxy_grid): see choose_split.
+N_INITS, NTK_SAMPLES, LRC_SIDE = 1, 32, 16
 
 
 # -- network preparation ------------------------------------------------------------------------
@@ -186,9 +188,9 @@ def score_splits(
     splits: list[Split],
     *,
     channels: int = 4,
-    n_inits: int = 1,
-    ntk_samples: int = 32,
-    lrc_side: int = 16,
+    n_inits: int = N_INITS,
+    ntk_samples: int = NTK_SAMPLES,
+    lrc_side: int = LRC_SIDE,
     seed: int = 0,
     inputs: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
@@ -345,9 +347,9 @@ def choose_split(
     candidates_per_cell: int = 2,
     seed: int = 0,
     proxy_channels: int = 4,
-    n_inits: int = 1,
-    ntk_samples: int = 32,
-    lrc_side: int = 16,
+    n_inits: int = N_INITS,
+    ntk_samples: int = NTK_SAMPLES,
+    lrc_side: int = LRC_SIDE,
     inputs: torch.Tensor | None = None,
 ) -> SplitDecision:
     """Score a few candidate splits per cell and pick the best valid one that fits the budgets.

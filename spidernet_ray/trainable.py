@@ -479,9 +479,10 @@ def earlier_checkpoints(directory: Path) -> list[Path]:
 def _read_trainer_state(directory: Path) -> dict:
     try:
         state = json.loads((directory / STATE_FILE).read_text())
+        rounds_done = state.get("rounds_done")  # absent in checkpoints of earlier versions, as stable_epochs
         return {"pressure": float(state["pressure"]), "applied_mutation": state["applied_mutation"],
-                # both absent in checkpoints of earlier versions
-                "stable_epochs": int(state.get("stable_epochs", 0)), "rounds_done": state.get("rounds_done")}
+                "stable_epochs": int(state.get("stable_epochs", 0)),
+                "rounds_done": None if rounds_done is None else int(rounds_done)}
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         raise ckpt.CheckpointError(f"checkpoint {directory}: unreadable {STATE_FILE} ({exc!r})") from None
 

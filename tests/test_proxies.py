@@ -165,3 +165,11 @@ def test_no_valid_candidate_means_no_split(monkeypatch):
     assert decision.refused_for_budget == 0
     assert "no valid candidate" in decision.reason
     assert not any(c["valid"] for c in decision.candidates)
+
+
+def test_the_config_defaults_are_the_proxies_own():
+    from spidernet_ray.config import SearchConfig
+    from spidernet_ray.proxies import LRC_SIDE, N_INITS, NTK_SAMPLES
+
+    config = SearchConfig()
+    assert (config.proxy_inits, config.proxy_samples, config.proxy_grid) == (N_INITS, NTK_SAMPLES, LRC_SIDE)
