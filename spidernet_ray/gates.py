@@ -58,7 +58,9 @@ class _ApplyGate(torch.autograd.Function):
 
 
 def apply_gate(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    return _ApplyGate.apply(y, gate) if torch.is_grad_enabled() else y * gate
+    # Only the gate's gradient needs the custom Function; without it (no grad, or gates held fixed as
+    # in the proxies' per-sample gradients) the plain product is the same and much cheaper.
+    return _ApplyGate.apply(y, gate) if torch.is_grad_enabled() and gate.requires_grad else y * gate
 
 
 def annealed_scale(progress: float, start: float = 1.0, end: float = 1e4) -> float:

@@ -359,7 +359,7 @@ def choose_split(
     at ``latency_batch_size``.
     ``chosen`` is None when no candidate is valid or every valid one breaks a budget.
 
-    The defaults keep a call for the digits network near 3 s on one CPU core (it runs inside a
+    The defaults keep a call for the digits network near 2 s on one CPU core (it runs inside a
     member's exploit, on the member's CPU): one initialisation, 32 NTK samples and a 16 x 16 LRC
     grid, two candidates per cell. The earlier defaults (two initialisations, 64 samples, 24 x 24)
     took about 7 s; DESIGN.md's ~200 samples and ~1000 grid points about twice that.

@@ -75,3 +75,14 @@ def test_applied_gate_gives_exact_outputs_and_input_gradients_and_a_close_gate_g
     reference.backward(grad_out)
     assert torch.equal(y.grad, exact_y.grad)
     assert w.grad == pytest.approx(exact_w.grad.item(), rel=2e-2)
+
+
+def test_a_gate_held_fixed_is_a_plain_product_and_a_learnt_one_keeps_the_low_precision_copy():
+    from spidernet_ray.gates import apply_gate
+
+    y = torch.randn(2, 3, requires_grad=True)
+    fixed = gate_value(torch.tensor(0.01), "hard", 1.0, True)  # the proxies hold gates fixed
+    learnt = gate_value(torch.tensor(0.01, requires_grad=True), "hard", 1.0, True)
+    assert type(apply_gate(y, fixed).grad_fn).__name__ == "MulBackward0"
+    assert "ApplyGate" in type(apply_gate(y, learnt).grad_fn).__name__
+    assert torch.equal(apply_gate(y, fixed), apply_gate(y, learnt))
