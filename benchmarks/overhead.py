@@ -57,7 +57,7 @@ from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.config import ConfigError, SearchConfig
 from spidernet_ray.data import DataSplits, load_dataset, make_loaders
 from spidernet_ray.supernet import SuperNet
-from spidernet_ray.train import evaluate, make_optimizer, train_epoch
+from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_epoch
 from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, param_space, seeded_start
 from provenance import code_version  # benchmarks/provenance.py, beside this script
 
@@ -98,7 +98,8 @@ def calibrate_subset(config: SearchConfig, step_seconds: float) -> tuple[int, fl
     torch.set_num_threads(1)
     try:
         torch.manual_seed(config.seed)
-        model = SuperNet(seeded_start(splits, settings, seed=0), gate=config.gate, window=config.deadhead_window)
+        model = SuperNet(seeded_start(splits, settings, seed=0), gate=config.gate, window=config.deadhead_window,
+                         channel_search=config.channel_search).to(memory_format=TRAINING_LAYOUT)  # as a member trains
         optimizer = make_optimizer(model, config.lr, config.weight_decay, config.momentum)
         batches = list(itertools.islice(make_loaders(splits, config.batch_size, seed=config.seed).train, 10))
         per_batch = []
@@ -260,7 +261,8 @@ class StockTrainable(SpiderNetTrainable):
     def _start_member(self, config: dict) -> None:
         torch.manual_seed(config["seed"])
         genome = seeded_start(self.splits, self.settings, seed=0)  # one architecture for every member
-        self.model = SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(self.device)
+        self.model = SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(
+            self.device, memory_format=TRAINING_LAYOUT)  # as the search's members train
         self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
 
     def step(self) -> dict:
@@ -279,7 +281,7 @@ class StockTrainable(SpiderNetTrainable):
         ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.model = ckpt.load_checkpoint(checkpoint_dir, self.device)
+        self.model = ckpt.load_checkpoint(checkpoint_dir, self.device).to(memory_format=TRAINING_LAYOUT)
         self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
                                         self.settings.momentum)
         ckpt.set_momentum(self.model, self.optimizer, ckpt.read_momentum(checkpoint_dir))

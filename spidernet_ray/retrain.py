@@ -230,7 +230,7 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
     from spidernet_ray.checkpoint import save_checkpoint
     from spidernet_ray.hardware import measure
     from spidernet_ray.supernet import DiscreteNet
-    from spidernet_ray.train import evaluate, make_optimizer, train_step
+    from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_step
     from spidernet_ray.trainable import trial_device
 
     recipe = Recipe(**config["recipe"])
@@ -238,9 +238,7 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     torch.manual_seed(recipe.seed)
-    # channels_last: oneDNN's backward of depthwise 5x5 and dilated convolutions is many times faster
-    # in it than in the default layout on CPU (and cuDNN prefers it too). Same numbers, other strides.
-    layout = torch.channels_last
+    layout = TRAINING_LAYOUT
     model = DiscreteNet(Genome.from_json(genomes[config["genome_hash"]])).to(device, memory_format=layout)
     optimizer = make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.momentum)
     loaders = make_loaders(splits, recipe.batch_size, device, augment=True, cutout=recipe.cutout, seed=recipe.seed)

@@ -40,6 +40,7 @@ from spidernet_ray.pareto import budget_violation
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
 from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
 from spidernet_ray.train import (
+    TRAINING_LAYOUT,
     evaluate,
     make_optimizer,
     narrow_after_epoch,
@@ -182,6 +183,7 @@ class SpiderNetTrainable(tune.Trainable):
             poison_weights(model)  # fault injection: every time the first member starts this round
         epochs = round_epochs(model.genome, s)
         for epoch in range(epochs):
+            model.to(memory_format=TRAINING_LAYOUT)  # ops a split, restore or narrowing just built come in the default one
             model.anneal_gates((self.iteration * epochs + epoch + 1) / (s.rounds * epochs))
             pressure = self._pressure_term()
             with train:

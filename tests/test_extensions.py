@@ -272,6 +272,21 @@ def test_a_member_snapshots_each_stable_architecture_with_its_measured_metrics(d
     assert {e["key"] for e in archived} <= {s["genome_hash"] for s in snapshots}
 
 
+def test_a_member_trains_its_convolutions_in_channels_last(ray_local, splits):
+    trainable = member(splits)
+    layouts = []
+
+    def record(_module, _inputs, output):
+        if output.requires_grad and output.shape[1] > 1:  # a training forward; one channel fits either layout
+            layouts.append(output.is_contiguous(memory_format=torch.channels_last))
+
+    hooks = [m.register_forward_hook(record) for m in trainable.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    trainable.train()
+    for hook in hooks:
+        hook.remove()
+    assert layouts and all(layouts)
+
+
 def test_a_clone_carries_out_a_macro_mutation_keeping_the_donors_weights(donor, splits):
     parent, _, path = donor
     child = member(splits, {"id": "m1", "kind": "add_cell", "donor": "d"}, channel_search=True,
