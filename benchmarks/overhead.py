@@ -54,10 +54,11 @@ from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from spidernet_ray import checkpoint as ckpt
+from spidernet_ray import train as loop  # loop.TRAINING_LAYOUT: a torch.memory_format does not pickle by value
 from spidernet_ray.config import ConfigError, SearchConfig
 from spidernet_ray.data import DataSplits, load_dataset, make_loaders
 from spidernet_ray.supernet import SuperNet
-from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_epoch
+from spidernet_ray.train import evaluate, make_optimizer, train_epoch
 from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, param_space, seeded_start
 from provenance import code_version  # benchmarks/provenance.py, beside this script
 
@@ -99,7 +100,7 @@ def calibrate_subset(config: SearchConfig, step_seconds: float) -> tuple[int, fl
     try:
         torch.manual_seed(config.seed)
         model = SuperNet(seeded_start(splits, settings, seed=0), gate=config.gate, window=config.deadhead_window,
-                         channel_search=config.channel_search).to(memory_format=TRAINING_LAYOUT)  # as a member trains
+                         channel_search=config.channel_search).to(memory_format=loop.TRAINING_LAYOUT)  # as a member trains
         optimizer = make_optimizer(model, config.lr, config.weight_decay, config.momentum)
         batches = list(itertools.islice(make_loaders(splits, config.batch_size, seed=config.seed).train, 10))
         per_batch = []
@@ -262,7 +263,7 @@ class StockTrainable(SpiderNetTrainable):
         torch.manual_seed(config["seed"])
         genome = seeded_start(self.splits, self.settings, seed=0)  # one architecture for every member
         self.model = SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(
-            self.device, memory_format=TRAINING_LAYOUT)  # as the search's members train
+            self.device, memory_format=loop.TRAINING_LAYOUT)  # as the search's members train
         self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
 
     def step(self) -> dict:
@@ -281,7 +282,7 @@ class StockTrainable(SpiderNetTrainable):
         ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        self.model = ckpt.load_checkpoint(checkpoint_dir, self.device).to(memory_format=TRAINING_LAYOUT)
+        self.model = ckpt.load_checkpoint(checkpoint_dir, self.device).to(memory_format=loop.TRAINING_LAYOUT)
         self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
                                         self.settings.momentum)
         ckpt.set_momentum(self.model, self.optimizer, ckpt.read_momentum(checkpoint_dir))

@@ -26,7 +26,7 @@ from spidernet_ray.genome import Genome, initial_genome
 from spidernet_ray.hardware import count_params, measure
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.supernet import DiscreteNet
-from spidernet_ray.train import evaluate, make_optimizer, train_epoch
+from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_epoch
 from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, _not_finite, seeded_start
 
 # The hand-written network's operation on every edge: the depthwise-separable 3x3 convolution
@@ -92,7 +92,8 @@ class StockPBTTrainable(SpiderNetTrainable):
         torch.manual_seed(config["seed"])
         if self.fixed_genome is None:
             self.fixed_genome = handwritten_genome(self.splits, self.settings)
-        self.model = DiscreteNet(self.fixed_genome, drop_path=config["drop_path"]).to(self.device)
+        self.model = DiscreteNet(self.fixed_genome, drop_path=config["drop_path"]).to(self.device,
+                                                                                     memory_format=TRAINING_LAYOUT)
         self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
 
     def step(self) -> dict:
@@ -144,7 +145,7 @@ class StockPBTTrainable(SpiderNetTrainable):
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         # The donor's weights and momentum under this member's (perturbed) lr and weight decay.
-        self.model = ckpt.load_checkpoint(Path(checkpoint_dir), self.device)
+        self.model = ckpt.load_checkpoint(Path(checkpoint_dir), self.device).to(memory_format=TRAINING_LAYOUT)
         self.model.set_drop_path(self.config["drop_path"])
         self.optimizer = make_optimizer(self.model, self.config["lr"], self.config["weight_decay"],
                                         self.settings.momentum)

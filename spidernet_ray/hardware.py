@@ -2,7 +2,9 @@
 
 One API serves the gates' resource pressure (``OpCostTable``), the mutation budget check, the
 scheduler and the reports (``measure``). Every measurement works on CPU; the CUDA paths (CUDA events,
-``max_memory_allocated``) are taken when the model runs on a CUDA device.
+``max_memory_allocated``) are taken when the model runs on a CUDA device. A model is measured in
+the memory layout it is in; the search and retraining measure theirs in ``train.TRAINING_LAYOUT``,
+the layout they train in.
 
 - Latency: median of repeated timed forward passes (eval mode, no grad) after warm-up, at a stated
   batch size; the spread is the interquartile range (p75 - p25) of the same timings.

@@ -371,13 +371,14 @@ def check_budgets(config: SearchConfig, base: Genome) -> None:
 
     from spidernet_ray.hardware import measure_latency, training_memory_floor
     from spidernet_ray.supernet import DiscreteNet
+    from spidernet_ray.train import TRAINING_LAYOUT
 
     if not config.budgets:
         return
     if config.macro_mutations:  # clones may drop cells and narrow the channels, down to one of each
         base = initial_genome(base.input_shape, base.num_classes, reductions=0, channels=1)
     identity = {(k, e.src, e.dst): ("identity",) for k, cell in enumerate(base.cells) for e in cell.edges}
-    smallest = DiscreteNet(base, identity)
+    smallest = DiscreteNet(base, identity).to(memory_format=TRAINING_LAYOUT)  # as networks are measured
     if config.memory_budget_mb is not None:
         floor = training_memory_floor(smallest, base.input_shape, config.batch_size)
         if config.memory_budget_mb < floor:

@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, vmap
 from spidernet_ray.genome import Genome
 from spidernet_ray.hardware import measure_latency, measure_peak_memory
 from spidernet_ray.supernet import DiscreteNet, SuperNet
+from spidernet_ray.train import TRAINING_LAYOUT
 
 Split = tuple[int, int, int]  # (cell, src, dst)
 
@@ -317,7 +318,7 @@ def budget_metrics(
     Measured on the discrete network with every op of the genome, the kind of network whose
     metrics a trial reports and the budgets judge.
     """
-    model = DiscreteNet(genome).to(device)
+    model = DiscreteNet(genome).to(device, memory_format=TRAINING_LAYOUT)
     metrics = {}
     if latency_budget_ms is not None:
         metrics["latency_ms"], _ = measure_latency(model, genome.input_shape, latency_batch_size, device)

@@ -269,7 +269,6 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
 
     model.set_drop_path(0.0)
     test_accuracy, test_loss = evaluate(model, loaders.test)  # the one use of the test split
-    model = model.to(memory_format=torch.contiguous_format)  # measured as the search measured it
     hardware = measure(model, splits.input_shape, recipe.batch_size, device,
                        latency_batch_size=recipe.latency_batch_size).to_dict()
     metrics.update(test_accuracy=test_accuracy, test_loss=test_loss, **hardware)
