@@ -100,7 +100,8 @@ def calibrate_subset(config: SearchConfig, step_seconds: float) -> tuple[int, fl
     try:
         torch.manual_seed(config.seed)
         model = SuperNet(seeded_start(splits, settings, seed=0), gate=config.gate, window=config.deadhead_window,
-                         channel_search=config.channel_search).to(memory_format=loop.TRAINING_LAYOUT)  # as a member trains
+                         channel_search=config.channel_search)
+        model.to(memory_format=loop.TRAINING_LAYOUT)  # as a member trains
         optimizer = make_optimizer(model, config.lr, config.weight_decay, config.momentum)
         batches = list(itertools.islice(make_loaders(splits, config.batch_size, seed=config.seed).train, 10))
         per_batch = []
