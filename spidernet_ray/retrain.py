@@ -238,8 +238,7 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     torch.manual_seed(recipe.seed)
-    layout = TRAINING_LAYOUT
-    model = DiscreteNet(Genome.from_json(genomes[config["genome_hash"]])).to(device, memory_format=layout)
+    model = DiscreteNet(Genome.from_json(genomes[config["genome_hash"]])).to(device, memory_format=TRAINING_LAYOUT)
     optimizer = make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.momentum)
     loaders = make_loaders(splits, recipe.batch_size, device, augment=True, cutout=recipe.cutout, seed=recipe.seed)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * len(loaders.train))
@@ -250,7 +249,7 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
         start = time.perf_counter()
         total, steps = 0.0, 0
         for x, y in loaders.train:
-            loss = train_step(model, optimizer, x.contiguous(memory_format=layout), y)
+            loss = train_step(model, optimizer, x, y)
             schedule.step()
             total, steps = total + loss, steps + 1
             if not math.isfinite(loss):

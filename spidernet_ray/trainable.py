@@ -183,7 +183,8 @@ class SpiderNetTrainable(tune.Trainable):
             poison_weights(model)  # fault injection: every time the first member starts this round
         epochs = round_epochs(model.genome, s)
         for epoch in range(epochs):
-            model.to(memory_format=TRAINING_LAYOUT)  # ops a split, restore or narrowing just built come in the default one
+            # Ops that a split, a restore or a narrowing just built come in the default layout.
+            model.to(memory_format=TRAINING_LAYOUT)
             model.anneal_gates((self.iteration * epochs + epoch + 1) / (s.rounds * epochs))
             pressure = self._pressure_term()
             with train:
