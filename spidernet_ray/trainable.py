@@ -273,9 +273,10 @@ class SpiderNetTrainable(tune.Trainable):
     def _measure(self) -> dict:
         """Hardware metrics of the discrete network; an architecture already measured is not re-measured
         (its latency and memory do not depend on the weights)."""
-        discrete = self.model.to_discrete().to(memory_format=TRAINING_LAYOUT)  # measured as it trains
+        discrete = self.model.to_discrete()
         key = (discrete.genome.hash, tuple(sorted(discrete.edge_ops.items())))
         if key not in self.measured:
+            discrete.to(memory_format=TRAINING_LAYOUT)  # measured as it trains
             self.measured[key] = measure(discrete, self.splits.input_shape, self.settings.batch_size, self.device,
                                          latency_batch_size=self.settings.latency_batch_size,
                                          disposable=True).to_dict()
