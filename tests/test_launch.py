@@ -16,13 +16,17 @@ from spidernet_ray.genome import Genome
 
 from conftest import launch_into_temp
 
-TINY = ["--dataset", "synthetic", "--population", "3", "--candidates-per-cell", "3", "--epochs-per-round", "1", "--channels", "4",
+TINY = ["--dataset", "synthetic", "--candidates-per-cell", "3", "--epochs-per-round", "1", "--channels", "4",
         "--reductions", "1", "--batch-size", "32", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
 def search(ray_local, tmp_path_factory):
-    return launch_into_temp(tmp_path_factory, "tiny", TINY + ["--rounds", "4"])
+    # A member is cloned only when it reports while in the bottom quantile. With 3 members that quantile
+    # is one member, and in CI a 4-round search once went without a clone; with 4 members and a bottom
+    # half, 6 tries here gave 3-7 clones each.
+    return launch_into_temp(tmp_path_factory, "tiny", TINY + ["--population", "4", "--quantile-fraction", "0.5",
+                                                              "--rounds", "4"])
 
 
 def test_the_search_finishes_and_writes_every_result_file(search):
@@ -36,7 +40,7 @@ def test_the_search_finishes_and_writes_every_result_file(search):
 def test_every_round_of_every_member_is_in_trials_parquet(search):
     _, path = search
     trials = pq.read_table(path / "trials.parquet").to_pylist()
-    assert len({r["trial_id"] for r in trials}) == 3
+    assert len({r["trial_id"] for r in trials}) == 4
     assert max(r["training_iteration"] for r in trials) == 4
     for row in trials:
         assert 0 <= row["val_accuracy"] <= 1
@@ -83,7 +87,7 @@ def test_scheduler_state_is_persisted_with_the_experiment(search):
 
 
 def test_a_search_stopped_with_ctrl_c_resumes_and_completes(tmp_path):
-    args = TINY + ["--rounds", "4", "--storage-path", str(tmp_path), "--name", "stopped", "--num-cpus", "2"]
+    args = TINY + ["--population", "3", "--rounds", "4", "--storage-path", str(tmp_path), "--name", "stopped", "--num-cpus", "2"]
     cmd = [sys.executable, "-m", "spidernet_ray.launch", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
