@@ -24,7 +24,7 @@ TINY = ["--dataset", "synthetic", "--candidates-per-cell", "3", "--epochs-per-ro
 def search(ray_local, tmp_path_factory):
     # A member is cloned only when it reports while in the bottom quantile. With 3 members that quantile
     # is one member, and in CI a 4-round search once went without a clone; with 4 members and a bottom
-    # half, 6 tries here gave 3-7 clones each.
+    # half, 10 tries here gave 3-15 clones each.
     return launch_into_temp(tmp_path_factory, "tiny", TINY + ["--population", "4", "--quantile-fraction", "0.5",
                                                               "--rounds", "4"])
 
