@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
 def write_markdown(report: dict, table: str, path: Path) -> None:
     r, s = report["retrained"], report["search"]
     curve = ", ".join(f"{e['val_accuracy']:.2%}" for e in report["epochs"]) or "not found"
+    data = f"a {s['subset']}-example subset" if s["subset"] else "the full training set"
     lines = [
         "# Fashion-MNIST: the best searched network under the parameter cap, retrained from scratch",
         "",
@@ -112,8 +113,8 @@ def write_markdown(report: dict, table: str, path: Path) -> None:
         "",
         "    " + report["command"],
         "",
-        f"The search ({s['population']} members, {s['rounds']} rounds x {s['epochs_per_round']} epochs on a "
-        f"{s['subset']}-example subset, {s['channels']} channels, {s['reductions']} reductions) picked "
+        f"The search ({s['population']} members, {s['rounds']} rounds x {s['epochs_per_round']} epochs on "
+        f"{data}, {s['channels']} channels, {s['reductions']} reductions) picked "
         f"`{r['genome_hash']}` (trial {r['source_trial']}, round {r['source_round']}, "
         f"{r['search_val_accuracy']:.2%} search validation accuracy). Its weights were thrown away; the network "
         f"was trained for {r['epochs']} epochs on {r['train_examples']:,} training examples, validated on "
