@@ -2,19 +2,14 @@
 against hand-computed areas, the equal-budget cut (longer rounds of macro mutations included), snapshots
 scored with their rows, time to target, the ratios and the variants' comparison with plain SpiderNet."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling provenance.py, as when run from there
-_spec = importlib.util.spec_from_file_location("compare", BENCHMARKS / "compare.py")
-compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(compare)
+from conftest import BENCHMARKS, load_benchmark
+
+compare = load_benchmark("compare")
 
 REFERENCE = {"val_error": 1.0, "latency_ms": 4.0, "peak_memory_mb": 10.0}
 

@@ -1,7 +1,6 @@
 """The Fashion-MNIST retrain benchmark (benchmarks/fmnist_retrain.py): bad input is one line and exit 2
 with nothing written; the report reads the epochs of the newest retrain of the chosen network."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling provenance.py, as when run from there
-_spec = importlib.util.spec_from_file_location("fmnist_retrain", BENCHMARKS / "fmnist_retrain.py")
-fmnist_retrain = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fmnist_retrain)
+from conftest import BENCHMARKS, load_benchmark
+
+fmnist_retrain = load_benchmark("fmnist_retrain")
 
 
 def run_script(*args):

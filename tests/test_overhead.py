@@ -1,18 +1,13 @@
 """The overhead benchmark's accounting (benchmarks/overhead.py), on hand-made rows and probe records:
 the overhead formula, the breakdown that adds up to wall x CPUs, the pooled figures and the markdown."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling provenance.py, as when run from there
-_spec = importlib.util.spec_from_file_location("overhead", BENCHMARKS / "overhead.py")
-overhead = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(overhead)
+from conftest import load_benchmark
+
+overhead = load_benchmark("overhead")
 
 
 def a_run(arm="spidernet", wall=10.0, mutation_seconds=1.5):
