@@ -260,12 +260,10 @@ class StockTrainable(SpiderNetTrainable):
     growth), trained with the same loop on the same data; lr and weight_decay come from PBT.
     Set-up and actor reuse are the search trainable's own."""
 
-    def _start_member(self, config: dict) -> None:
-        torch.manual_seed(config["seed"])
+    def build_member(self, config: dict) -> SuperNet:
         genome = seeded_start(self.splits, self.settings, seed=0)  # one architecture for every member
-        self.model = SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(
+        return SuperNet(genome, gate=self.settings.gate, window=self.settings.deadhead_window).to(
             self.device, memory_format=loop.TRAINING_LAYOUT)  # as the search's members train
-        self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
 
     def step(self) -> dict:
         train, evaluation = Stopwatch(), Stopwatch()

@@ -18,8 +18,6 @@ import math
 import random
 from pathlib import Path
 
-import torch
-
 from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.data import DataSplits
 from spidernet_ray.genome import Genome, initial_genome
@@ -88,13 +86,11 @@ class StockPBTTrainable(SpiderNetTrainable):
 
     fixed_genome: Genome | None = None  # built on the first member an actor hosts
 
-    def _start_member(self, config: dict) -> None:
-        torch.manual_seed(config["seed"])
+    def build_member(self, config: dict) -> DiscreteNet:
         if self.fixed_genome is None:
             self.fixed_genome = handwritten_genome(self.splits, self.settings)
-        self.model = DiscreteNet(self.fixed_genome, drop_path=config["drop_path"]).to(self.device,
-                                                                                     memory_format=TRAINING_LAYOUT)
-        self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
+        return DiscreteNet(self.fixed_genome, drop_path=config["drop_path"]).to(self.device,
+                                                                               memory_format=TRAINING_LAYOUT)
 
     def step(self) -> dict:
         s, model = self.settings, self.model

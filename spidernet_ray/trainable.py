@@ -155,15 +155,40 @@ class SpiderNetTrainable(tune.Trainable):
 
     def _start_member(self, config: dict) -> None:
         torch.manual_seed(config["seed"])
-        genome = self.first_genome(config)
-        self.model = self._supernet(genome, config["drop_path"])
-        self.optimizer = make_optimizer(self.model, config["lr"], config["weight_decay"], self.settings.momentum)
+        # The network is built on first use: when Tune reuses this actor for a paused or cloned member,
+        # a restore follows the reset at once and brings its own network.
+        self._member_config, self._model, self._optimizer = config, None, None
         self.pressure = PressureCoefficient(value=self.settings.pressure)
         self.stable_epochs = 0  # epochs in a row without pruning (snapshots)
         self.snapshots = []  # architectures snapshotted this round, reported with it
         self.applied_mutation = None  # id of the last mutation instruction carried out
         self.mutation_report = {}  # what the last mutation did, reported with the next round
         self.checkpoint_fallback = ""  # why the last restore used an earlier checkpoint, reported once
+
+    @property
+    def model(self) -> CellNetwork:
+        if self._model is None:
+            config = self._member_config
+            self._model = self.build_member(config)
+            self._optimizer = make_optimizer(self._model, config["lr"], config["weight_decay"], self.settings.momentum)
+        return self._model
+
+    @model.setter
+    def model(self, model: CellNetwork) -> None:
+        self._model = model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        self.model  # builds a new member's network and optimiser together
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self._optimizer = optimizer
+
+    def build_member(self, config: dict) -> CellNetwork:
+        """A new member's network (the baselines override this)."""
+        return self._supernet(self.first_genome(config), config["drop_path"])
 
     def first_genome(self, config: dict) -> Genome:
         """The architecture a new member starts from (the random-search baseline overrides this)."""

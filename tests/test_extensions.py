@@ -287,6 +287,25 @@ def test_a_member_trains_its_convolutions_in_channels_last(ray_local, splits):
     assert layouts and all(layouts)
 
 
+def test_a_reused_actor_builds_a_network_only_for_a_member_that_is_not_restored(ray_local, splits, tmp_path,
+                                                                              monkeypatch):
+    built = []
+    build = SpiderNetTrainable.build_member
+    monkeypatch.setattr(SpiderNetTrainable, "build_member", lambda self, config: built.append(1) or build(self, config))
+    first = member(splits)
+    first.train()
+    first.save_checkpoint(str(tmp_path))
+    assert len(built) == 1
+    # Tune reuses an actor for a paused or cloned member with a reset, then a restore of its checkpoint.
+    actor = member(splits)
+    assert actor.reset_config({**actor.config, "seed": 4}) and actor.reset_config(actor.config)
+    actor.load_checkpoint(str(tmp_path))
+    assert actor.train()["training_iteration"] == 1 and len(built) == 1
+    # A new member on a reused actor has no checkpoint: its network is built when it first trains.
+    assert actor.reset_config({**actor.config, "seed": 5}) and len(built) == 1
+    assert actor.train()["ops_alive"] > 0 and len(built) == 2
+
+
 def test_a_clone_carries_out_a_macro_mutation_keeping_the_donors_weights(donor, splits):
     parent, _, path = donor
     child = member(splits, {"id": "m1", "kind": "add_cell", "donor": "d"}, channel_search=True,
