@@ -13,10 +13,14 @@ machine, with one thread:
   ``hardware.training_memory_floor`` (bytes counted during a forward pass, no profiler, no backward).
 
 For each: Kendall tau and Pearson r against the measurement, the median and largest relative error
-after a least-squares line, and the seconds each takes per architecture. Writes
-results/estimate_quality.json and results/estimate_quality.md.
+after a least-squares line, and the seconds each takes per architecture. Timings on a shared machine
+are noisy, so the whole comparison runs ``--repeats`` times (the per-op table built anew each time) and
+the report gives the median and range over repeats. Writes results/estimate_quality.json and
+results/estimate_quality.md.
 
-    python benchmarks/estimate_quality.py RUN_DIR [RUN_DIR ...]
+    python benchmarks/estimate_quality.py RUN_DIR [RUN_DIR ...] [--repeats 3]
+
+A RUN_DIR is a finished search: the default launch's, or the one ``fmnist_search.py`` makes.
 """
 
 from __future__ import annotations
@@ -54,8 +58,12 @@ COSTS = ("latency_seconds", "table_seconds", "memory_seconds", "floor_seconds")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", type=Path, nargs="+", help="finished searches (<storage-path>/<name>)")
+    p.add_argument("--repeats", type=int, default=3, help="times the whole comparison runs")
     p.add_argument("--output", type=Path, default=RESULTS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    return args
 
 
 def fail(message: str) -> None:
@@ -109,16 +117,11 @@ def agreement(estimate: list[float], measured: list[float]) -> dict:
             "slope": float(slope), "intercept": float(intercept)}
 
 
-def study(run_dir: Path) -> dict:
-    genomes, batch_size, latency_batch_size = architectures(run_dir)
+def compare_all(genomes: list[Genome], batch_size: int, latency_batch_size: int) -> dict:
+    """One repeat: every architecture measured and estimated, with a per-op table built anew."""
     table = OpCostTable("latency", batch_size=latency_batch_size)
     rows = [compare_one(g, table, batch_size, latency_batch_size) for g in genomes]
     return {
-        "run_dir": str(run_dir),
-        "input_shape": list(genomes[0].input_shape),
-        "architectures": len(rows),
-        "batch_size": batch_size,
-        "latency_batch_size": latency_batch_size,
         "table_entries": table.measurements,
         "comparisons": {name: agreement([r[est] for r in rows], [r[ref] for r in rows])
                         for name, est, ref in COMPARISONS},
@@ -129,12 +132,51 @@ def study(run_dir: Path) -> dict:
     }
 
 
-def _signed(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:+.{digits}f}"
+def over_repeats(values: list[float | None]) -> dict:
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(known), "min": min(known), "max": max(known)}
 
 
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+def study(run_dir: Path, repeats: int) -> dict:
+    genomes, batch_size, latency_batch_size = architectures(run_dir)
+    runs = [compare_all(genomes, batch_size, latency_batch_size) for _ in range(repeats)]
+    return {
+        "run_dir": str(run_dir),
+        "input_shape": list(genomes[0].input_shape),
+        "architectures": len(genomes),
+        "batch_size": batch_size,
+        "latency_batch_size": latency_batch_size,
+        "repeats": repeats,
+        "table_entries": runs[0]["table_entries"],
+        "comparisons": {name: {stat: over_repeats([run["comparisons"][name][stat] for run in runs])
+                               for stat in ("kendall_tau", "pearson_r", "median_error", "max_error")}
+                        for name, _, _ in COMPARISONS},
+        "median_seconds": {k: statistics.median(run["median_seconds"][k] for run in runs) for k in COSTS},
+        "runs": runs,
+    }
+
+
+def _cell(stat: dict, show) -> str:
+    """The median over repeats, with the range when it varied."""
+    if stat["median"] is None:
+        return "n/a"
+    if stat["min"] == stat["max"]:
+        return show(stat["median"])
+    return f"{show(stat['median'])} ({show(stat['min'])}..{show(stat['max'])})"
+
+
+def _tau(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def _r(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -143,18 +185,19 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         f"Every distinct architecture a finished search reported, measured and estimated here with one thread; "
         f"{report['machine']}, torch {torch.__version__}, {report['date']}, code {report['code']}. "
-        "Error = |line fit - measured| / measured after a least-squares line through (estimate, measured).",
+        "Error = |line fit - measured| / measured after a least-squares line through (estimate, measured). "
+        f"Each cell: the median over {report['repeats']} repeats, and their range.",
         "",
         "| search | architectures | comparison | Kendall tau | Pearson r | median error | largest error |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for s in report["searches"]:
         for name, a in s["comparisons"].items():
-            lines.append(f"| {s['label']} | {s['architectures']} | {name} | {_signed(a['kendall_tau'], 2)} | "
-                         f"{_signed(a['pearson_r'], 3)} | {_percent(a['median_error'])} | "
-                         f"{_percent(a['max_error'])} |")
+            lines.append(f"| {s['label']} | {s['architectures']} | {name} | {_cell(a['kendall_tau'], _tau)} | "
+                         f"{_cell(a['pearson_r'], _r)} | {_cell(a['median_error'], _percent)} | "
+                         f"{_cell(a['max_error'], _percent)} |")
     lines += ["", "Seconds per architecture (median over all but the first, which pays for the per-op table's "
-              "entries and torch's first calls):", "",
+              "entries and torch's first calls; median over repeats):", "",
               "| search | latency measured | latency from table | memory measured | memory floor | table entries |",
               "|---|---:|---:|---:|---:|---:|"]
     for s in report["searches"]:
@@ -175,17 +218,19 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         searches = []
         for run_dir in args.run_dirs:
-            result = study(run_dir)
+            result = study(run_dir, args.repeats)
             result["label"] = f"{run_dir.name} ({'x'.join(map(str, result['input_shape']))})"
             searches.append(result)
     finally:
         torch.set_num_threads(threads)
     report = {
         "searches": searches,
+        "repeats": args.repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code": code_version(),
-        "command": "python benchmarks/estimate_quality.py " + " ".join(map(str, args.run_dirs)),
+        "command": "python benchmarks/estimate_quality.py " + " ".join(map(str, args.run_dirs))
+                   + f" --repeats {args.repeats}",
     }
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "estimate_quality.json").write_text(json.dumps(report, indent=2) + "\n")
