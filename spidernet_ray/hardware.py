@@ -211,7 +211,7 @@ def training_memory_floor(model: CellNetwork, input_shape: tuple[int, int, int],
         storage = t.untyped_storage()
         if storage.data_ptr() not in counted:
             saved[storage.data_ptr()] = storage.nbytes()
-        return t
+        return t.detach()  # the tensor itself would make a reference cycle with its grad_fn (a leak)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         supernet_loss(copy.deepcopy(model).train().forward_heads(x), y)
