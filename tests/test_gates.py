@@ -63,6 +63,7 @@ def test_param_cost_counts_the_parameters_of_the_op():
 def test_applied_gate_gives_exact_outputs_and_input_gradients_and_a_close_gate_gradient():
     from spidernet_ray.gates import apply_gate
 
+    torch.manual_seed(0)
     y = torch.randn(4, 3, 5, 5, requires_grad=True)
     w = torch.tensor(0.01, requires_grad=True)
     grad_out = torch.randn(4, 3, 5, 5)
@@ -74,7 +75,10 @@ def test_applied_gate_gives_exact_outputs_and_input_gradients_and_a_close_gate_g
     out.backward(grad_out)
     reference.backward(grad_out)
     assert torch.equal(y.grad, exact_y.grad)
-    assert w.grad == pytest.approx(exact_w.grad.item(), rel=2e-2)
+    # The gate's gradient, sum(y * grad), is taken from a bfloat16 copy of y: each term is off by at most
+    # 2**-9 of its size. (Relative to the sum itself the error is unbounded: its terms can cancel.)
+    bound = 2**-8 * (exact_y * grad_out).abs().sum().item()
+    assert abs(w.grad.item() - exact_w.grad.item()) <= bound
 
 
 def test_a_gate_held_fixed_is_a_plain_product_and_a_learnt_one_keeps_the_low_precision_copy():
