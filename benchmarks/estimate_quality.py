@@ -139,8 +139,7 @@ def over_repeats(values: list[float | None]) -> dict:
     return {"median": statistics.median(known), "min": min(known), "max": max(known)}
 
 
-def study(run_dir: Path, repeats: int) -> dict:
-    genomes, batch_size, latency_batch_size = architectures(run_dir)
+def study(run_dir: Path, genomes: list[Genome], batch_size: int, latency_batch_size: int, repeats: int) -> dict:
     runs = [compare_all(genomes, batch_size, latency_batch_size) for _ in range(repeats)]
     return {
         "run_dir": str(run_dir),
@@ -213,12 +212,13 @@ def main(argv: list[str] | None = None) -> dict:
     for run_dir in args.run_dirs:
         if not (run_dir / "trials.parquet").is_file():
             fail(f"{run_dir} holds no finished search (trials.parquet)")
+    read = {run_dir: architectures(run_dir) for run_dir in args.run_dirs}  # every input checked before any work
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a member's share: one intra-op thread
     try:
         searches = []
         for run_dir in args.run_dirs:
-            result = study(run_dir, args.repeats)
+            result = study(run_dir, *read[run_dir], args.repeats)
             result["label"] = f"{run_dir.name} ({'x'.join(map(str, result['input_shape']))})"
             searches.append(result)
     finally:

@@ -19,25 +19,31 @@ def run_script(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+def write_run(run_dir, genomes):
+    """A search's trials.parquet with one row per genome (the columns the script reads)."""
+    run_dir.mkdir()
+    rows = [{"genome": g.to_json(), "batch_size": 16, "latency_batch_size": 1} for g in genomes]
+    pq.write_table(pa.Table.from_pylist(rows), run_dir / "trials.parquet")
+    return run_dir
+
+
 def test_a_directory_without_search_results_is_one_line_and_exit_2(tmp_path):
     output = tmp_path / "out"
+    good = write_run(tmp_path / "good", [initial_genome((1, 8, 8), 10, reductions=1, channels=4)])
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "trials.parquet").write_bytes(b"not parquet")
-    for run_dir in (tmp_path / "absent", tmp_path / "broken"):
-        done = run_script(run_dir, "--output", output)
+    for run_dirs in ([tmp_path / "absent"], [good, tmp_path / "broken"]):
+        done = run_script(*run_dirs, "--output", output)
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1 and "estimate_quality.py: error:" in done.stderr
-        assert str(run_dir) in done.stderr
+        assert str(run_dirs[-1]) in done.stderr
     assert not output.exists()
 
 
 def test_each_estimate_is_compared_with_the_measurement_on_every_architecture(tmp_path, torch_one_thread):
     genome = initial_genome((1, 8, 8), 10, reductions=1, channels=4)
     genomes = [genome, genome.split_edge(0, 0, 2), genome.split_edge(1, 1, 3), genome.remove_op(0, 0, 2, "sep_conv_5x5")]
-    rows = [{"genome": g.to_json(), "batch_size": 16, "latency_batch_size": 1} for g in [*genomes, genomes[0]]]
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), run_dir / "trials.parquet")
+    run_dir = write_run(tmp_path / "run", [*genomes, genomes[0]])
 
     report = estimate_quality.main([str(run_dir), "--repeats", "2", "--output", str(tmp_path / "out")])
     (search,) = report["searches"]
