@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 import torch
 from scipy.stats import kendalltau, pearsonr
 
+from spidernet_ray.config import OneLineArgumentParser
 from spidernet_ray.genome import Genome, GenomeError
 from spidernet_ray.hardware import OpCostTable, measure_latency, measure_peak_memory, training_memory_floor
 from spidernet_ray.supernet import DiscreteNet
@@ -56,7 +57,7 @@ COSTS = ("latency_seconds", "table_seconds", "memory_seconds", "floor_seconds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", type=Path, nargs="+", help="finished searches (<storage-path>/<name>)")
     p.add_argument("--repeats", type=int, default=3, help="times the whole comparison runs")
     p.add_argument("--output", type=Path, default=RESULTS)

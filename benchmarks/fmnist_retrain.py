@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from spidernet_ray.config import OneLineArgumentParser
 from provenance import REPO, code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,7 +34,7 @@ ROW_FIELDS = ("genome_hash", "source_trial", "source_round", "search_val_accurac
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="a finished Fashion-MNIST search (<storage-path>/<name>)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--max-params", type=int, default=100_000)

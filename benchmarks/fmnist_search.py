@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from spidernet_ray.config import OneLineArgumentParser
 from provenance import REPO, code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,7 +36,7 @@ FRONT_FIELDS = ("trial_id", "training_iteration", "val_accuracy", "latency_ms", 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../shared/data/fashion-mnist", help="relative to the repository root")
     p.add_argument("--storage-path", type=Path, default=Path("/tmp/spidernet-fmnist-search"))
     p.add_argument("--render", type=Path, metavar="RUN_DIR", help="write the results of this finished run")

@@ -6,6 +6,7 @@ flags given on the command line override the file, the file overrides the defaul
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import tomllib
@@ -25,6 +26,14 @@ OBJECTIVE_METRICS = ("val_accuracy", "val_loss", "train_loss", "latency_ms", "pe
 
 class ConfigError(ValueError):
     """Bad input in a flag or a config file; reported in one line before anything runs."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line like every other input error (argparse prints the whole usage
+    first): ``<program>: error: <message> (see --help)``, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog.removeprefix('python -m ')}: error: {message} (see --help)\n")
 
 
 @dataclass(frozen=True)

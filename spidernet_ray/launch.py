@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from spidernet_ray.config import ConfigError, SearchConfig, build_config, read_config_file
+from spidernet_ray.config import ConfigError, OneLineArgumentParser, SearchConfig, build_config, read_config_file
 from spidernet_ray.data import DataError, list_datasets, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.pareto import nondominated_sort, objective_matrix, parse_objectives
@@ -28,14 +28,8 @@ CONFIG_FILE = "search_config.json"
 STATE_FILE = "scheduler_state.json"
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # One line like every other input error (argparse would print the whole usage first).
-        self.exit(2, f"spidernet_ray.launch: error: {message} (see --help)\n")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = _ArgumentParser(prog="python -m spidernet_ray.launch", description=__doc__.splitlines()[0],
+    p = OneLineArgumentParser(prog="python -m spidernet_ray.launch", description=__doc__.splitlines()[0],
                         argument_default=None)
     p.add_argument("--config", help="TOML file whose keys are these flags (underscores); flags override it")
     p.add_argument("--address", help="attach to a running Ray cluster ('auto' finds the local one)")

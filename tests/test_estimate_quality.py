@@ -40,6 +40,13 @@ def test_a_directory_without_search_results_is_one_line_and_exit_2(tmp_path):
     assert not output.exists()
 
 
+
+def test_a_bad_flag_is_one_line_and_exit_2(tmp_path):
+    done = run_script(tmp_path, "--repeats", "0", "--output", tmp_path / "out")
+    assert done.returncode == 2 and done.stderr == "estimate_quality.py: error: --repeats must be at least 1 (see --help)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_each_estimate_is_compared_with_the_measurement_on_every_architecture(tmp_path, torch_one_thread):
     genome = initial_genome((1, 8, 8), 10, reductions=1, channels=4)
     genomes = [genome, genome.split_edge(0, 0, 2), genome.split_edge(1, 1, 3), genome.remove_op(0, 0, 2, "sep_conv_5x5")]
