@@ -211,19 +211,25 @@ def driver_killed(tmp_path_factory):
                 continue
             recorded = Path(trial.checkpoint.path)
             checkpoint = path / recorded.parent.name / recorded.name
-            if sorted(checkpoint.parent.glob("checkpoint_*"))[0] != checkpoint:
+            # A checkpoint the kill left incomplete (CI once saw one without its weights) is no target.
+            complete = [c for c in sorted(checkpoint.parent.glob("checkpoint_*")) if _complete(c)]
+            if checkpoint in complete and complete[0] != checkpoint:
                 weights = checkpoint / "weights.safetensors"
                 weights.write_bytes(weights.read_bytes()[:100])
                 corrupted = (trial.trial_id, checkpoint.name)
                 # Rounds behind each checkpoint beside it, read now: the resumed member deletes old ones.
                 rounds_done = {c.name: json.loads((c / "trainer_state.json").read_text())["rounds_done"]
-                               for c in checkpoint.parent.glob("checkpoint_*") if c != checkpoint}
+                               for c in complete if c != checkpoint}
                 break
         resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, env=env)
         yield {"path": path, "rows": rows, "state": state, "corrupted": corrupted, "rounds_done": rounds_done,
                "resumed": resumed, "snapshot": snapshot}
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _complete(checkpoint: Path) -> bool:
+    return all((checkpoint / name).is_file() for name in ("weights.safetensors", "trainer_state.json"))
 
 
 def test_a_killed_driver_resumes_and_the_results_cover_every_round(driver_killed):
