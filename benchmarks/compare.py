@@ -59,7 +59,8 @@ import numpy as np
 
 from spidernet_ray.genome import Genome
 from spidernet_ray.pareto import nondominated_sort
-from spidernet_ray.results import ROWS_FILE, hypervolume_of, snapshot_rows
+from spidernet_ray.results import hypervolume_of, snapshot_rows
+from spidernet_ray.rundir import ROWS_FILE
 from provenance import code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -412,10 +413,10 @@ def run_name(dataset: str, arm: str, seed: int) -> str:
 
 def run_strategy(config, *, budget: int, reference: Mapping[str, float], retrain_epochs: int) -> dict[str, Any]:
     """One launcher run, scored on its rows within the budget, its best architecture retrained."""
-    from spidernet_ray import launch
+    from spidernet_ray.tuner import run_search
 
     start, clock = time.time(), time.perf_counter()
-    code = launch.run(config)
+    code = run_search(config)
     wall = time.perf_counter() - clock
     rows = arrival_rows(config.experiment_path)
     run = evaluate_run(rows, start=start, budget=budget, epochs_per_round=config.epochs_per_round,
@@ -460,7 +461,7 @@ def retrain_best(config, best: Mapping[str, Any], epochs: int) -> dict[str, Any]
     recipe = retrain.Recipe(epochs=epochs, batch_size=config.batch_size, seed=config.seed,
                             latency_batch_size=config.latency_batch_size).validate()
     plan = retrain.Plan(run_dir=config.experiment_path, candidates=[candidate], recipe=recipe, splits=splits,
-                        search_config=dataclasses.asdict(config))
+                        search_config=config)
     start = time.perf_counter()
     code = retrain.run(plan)
     row = next((r for r in retrain.read_retrain_table(config.experiment_path) if r["genome_hash"] == genome.hash), {})
@@ -697,7 +698,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import ray
     import torch
 
-    from spidernet_ray.launch import start_ray
+    from spidernet_ray.tuner import start_ray
 
     args = parse_args(argv)
     if args.render:

@@ -8,7 +8,7 @@ CPU seconds of the actor thread that runs it (``time.thread_time``; torch runs o
 member), so time a member waits for a CPU another process holds is not counted as training. The arms run the same population on the
 same CPUs for the same rounds (one Tune step = one round), one after the other on one local Ray:
 
-* spidernet: ``launch.run`` on a ``SearchConfig`` (``SpiderNetTrainable`` + ``SpiderNetScheduler``);
+* spidernet: ``tuner.run_search`` on a ``SearchConfig`` (``SpiderNetTrainable`` + ``SpiderNetScheduler``);
   train seconds are summed from the run's ``trials.parquet``.
 * stock_pbt: ``StockTrainable`` below - one fixed network for every member (the
   starting supernet of seed 0, never pruned or grown), the same data, ``train_epoch``, ``evaluate`` and
@@ -19,9 +19,9 @@ same CPUs for the same rounds (one Tune step = one round), one after the other o
 Wall seconds are those of ``Tuner.fit()``. To say where the overhead goes, every arm runs with the
 same thin probes: the trainable class is subclassed to time Ray's entry points into the actor
 (``__init__``, ``train``, ``save``, ``restore``, ``reset``; one JSON line per call), and the scheduler
-is subclassed to time its driver-side hooks. ``launch.run`` picks the probed classes up because the
-benchmark swaps them into ``spidernet_ray.trainable`` / ``spidernet_ray.scheduler`` for the duration
-of the run. Writes results/overhead.json and results/overhead.md.
+is subclassed to time its driver-side hooks. Both arms run through ``spidernet_ray.tuner`` as strategies
+this script registers (``spidernet_probed``, ``stock_probed``): the product's strategies with the probed
+classes. Writes results/overhead.json and results/overhead.md.
 
     python benchmarks/overhead.py [--population 8] [--cpus 2] [--rounds 6] [--step-seconds 2] [--repeats 1]
 """
@@ -51,15 +51,17 @@ import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
-from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from spidernet_ray import checkpoint as ckpt
 from spidernet_ray import train as loop  # loop.TRAINING_LAYOUT: a torch.memory_format does not pickle by value
 from spidernet_ray.config import ConfigError, SearchConfig
 from spidernet_ray.data import DataSplits, load_dataset, make_loaders
+from spidernet_ray.rundir import TRIALS_FILE
+from spidernet_ray.strategies import Strategy, register_strategy, spidernet_scheduler, stock_pbt_scheduler
 from spidernet_ray.supernet import SuperNet
 from spidernet_ray.train import evaluate, make_optimizer, train_epoch
-from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, param_space, seeded_start
+from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, seeded_start
+from spidernet_ray.tuner import build_tuner, run_search
 from provenance import code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,7 +96,7 @@ def calibrate_subset(config: SearchConfig, step_seconds: float) -> tuple[int, fl
     steps of the run last about as long under the machine's present load.
     """
     splits = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction)
-    settings = TrialSettings.from_config(config)
+    settings = config
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -296,33 +298,24 @@ def row_recorder(rows: list[dict]):
     return RowRecorder()
 
 
-def run_stock(arm: str, config: SearchConfig, splits: DataSplits, probe_dir: Path) -> dict:
-    scheduler = timed_scheduler(PopulationBasedTraining, arm)(
-        time_attr="training_iteration", metric="val_accuracy", mode="max", perturbation_interval=1,
-        quantile_fraction=config.quantile_fraction,
-        hyperparam_mutations={
-            "lr": tune.loguniform(config.lr / 4, config.lr * 4),
-            "weight_decay": tune.loguniform(config.weight_decay / 10, config.weight_decay * 10),
-        },
-    )
+def register_probed_strategies(probe_dir: Path) -> None:
+    """The arms as strategies: the product's, with the probed trainables and timed schedulers."""
+    from spidernet_ray.scheduler import SpiderNetScheduler
+
+    @register_strategy("spidernet_probed")
+    def spidernet_probed(config: SearchConfig, run_dir: Path) -> Strategy:
+        return Strategy(probed(SpiderNetTrainable, str(probe_dir)),
+                        spidernet_scheduler(config, run_dir, timed_scheduler(SpiderNetScheduler, "spidernet")))
+
+    @register_strategy("stock_probed")
+    def stock_probed(config: SearchConfig, run_dir: Path) -> Strategy:
+        return Strategy(probed(StockTrainable, str(probe_dir)),
+                        stock_pbt_scheduler(config, timed_scheduler(PopulationBasedTraining, "stock_pbt")))
+
+
+def run_stock(config: SearchConfig, splits: DataSplits) -> dict:
     rows: list[dict] = []
-    trainable = tune.with_resources(
-        tune.with_parameters(probed(StockTrainable, str(probe_dir)), splits=splits),
-        {"cpu": config.cpus_per_trial, "gpu": 0},
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space(config),
-        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=config.population, reuse_actors=True,
-                                    search_alg=BasicVariantGenerator(random_state=config.seed)),
-        run_config=tune.RunConfig(
-            name=config.name, storage_path=str(Path(config.storage_path)),
-            stop={"training_iteration": config.rounds},
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
-            failure_config=tune.FailureConfig(max_failures=3),
-            callbacks=[row_recorder(rows)], verbose=0,
-        ),
-    )
+    tuner = build_tuner(dataclasses.replace(config, strategy="stock_probed"), splits, callbacks=[row_recorder(rows)])
     clock: dict = {}
     start = time.perf_counter()
     with timed_fit(clock):
@@ -332,33 +325,11 @@ def run_stock(arm: str, config: SearchConfig, splits: DataSplits, probe_dir: Pat
     return {"rows": rows, **clock}
 
 
-# -- SpiderNet's arm ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def probed_spidernet(probe_dir: Path):
-    """Swap the probed trainable and timed scheduler into the modules ``launch.run`` imports them from.
-
-    (With the module attribute swapped, cloudpickle ships ``SpiderNetTrainable`` to the workers by value
-    rather than by name; the code that runs is the same.)
-    """
-    from spidernet_ray import scheduler, trainable
-
-    originals = trainable.SpiderNetTrainable, scheduler.SpiderNetScheduler
-    trainable.SpiderNetTrainable = probed(originals[0], str(probe_dir))
-    scheduler.SpiderNetScheduler = timed_scheduler(originals[1], "spidernet")
-    try:
-        yield
-    finally:
-        trainable.SpiderNetTrainable, scheduler.SpiderNetScheduler = originals
-
-
-def run_spidernet(config: SearchConfig, probe_dir: Path) -> dict:
-    from spidernet_ray import launch
-    from spidernet_ray.results import TRIALS_FILE
-
+def run_spidernet(config: SearchConfig) -> dict:
     clock: dict = {}
     start = time.perf_counter()
-    with probed_spidernet(probe_dir), timed_fit(clock):
-        code = launch.run(config)
+    with timed_fit(clock):
+        code = run_search(dataclasses.replace(config, strategy="spidernet_probed"))
     clock["total_seconds"] = time.perf_counter() - start
     clock["errors"] = int(code != 0)
     rows = pq.read_table(config.experiment_path / TRIALS_FILE).to_pylist()
@@ -470,7 +441,8 @@ def main(argv: list[str] | None = None) -> dict:
                 probe_dir = scratch / f"probes-{arm}-{repeat}"
                 probe_dir.mkdir()
                 print(f"== {arm}, repeat {repeat + 1}/{args.repeats}", flush=True)
-                run = run_spidernet(config, probe_dir) if arm == "spidernet" else run_stock(arm, config, splits, probe_dir)
+                register_probed_strategies(probe_dir)
+                run = run_spidernet(config) if arm == "spidernet" else run_stock(config, splits)
                 if run["errors"] or not run["rows"]:
                     raise SystemExit(f"{arm}: trials errored ({run['errors']}) or reported nothing; rerun with --keep "
                                      f"and see {config.experiment_path}")

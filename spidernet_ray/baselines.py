@@ -19,13 +19,15 @@ import random
 from pathlib import Path
 
 from spidernet_ray import checkpoint as ckpt
+from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits
 from spidernet_ray.genome import Genome, initial_genome
 from spidernet_ray.hardware import count_params, measure
 from spidernet_ray.pareto import budget_violation
+from spidernet_ray.record import MemberReport
 from spidernet_ray.supernet import DiscreteNet
 from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_epoch
-from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, TrialSettings, _not_finite, seeded_start
+from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, _not_finite, seeded_start
 
 # The hand-written network's operation on every edge: the depthwise-separable 3x3 convolution
 # (ReLU-conv-BN twice) that hand-designed mobile CNNs are built from.
@@ -33,7 +35,7 @@ HANDWRITTEN_OP = "sep_conv_3x3"
 
 
 # -- random search ------------------------------------------------------------------------------
-def max_random_splits(settings: TrialSettings) -> int:
+def max_random_splits(settings: SearchConfig) -> int:
     """The most splits a random member starts with: as many as a search member can carry at the end.
 
     A search member starts with ``initial_splits`` and gains one split per exploit; it can be the clone
@@ -45,7 +47,7 @@ def max_random_splits(settings: TrialSettings) -> int:
     return settings.initial_splits + settings.rounds - 1
 
 
-def random_start(splits: DataSplits, settings: TrialSettings, seed: int) -> Genome:
+def random_start(splits: DataSplits, settings: SearchConfig, seed: int) -> Genome:
     """The initial genome plus a uniformly random number (0..``max_random_splits``) of random splits."""
     rng = random.Random(seed)
     count = rng.randint(0, max_random_splits(settings))
@@ -60,7 +62,7 @@ class RandomSearchTrainable(SpiderNetTrainable):
 
 
 # -- stock PBT on a fixed network ----------------------------------------------------------------
-def handwritten_genome(splits: DataSplits, settings: TrialSettings) -> Genome:
+def handwritten_genome(splits: DataSplits, settings: SearchConfig) -> Genome:
     """A plain hand-written CNN in the search's macro skeleton: the stem, one normal cell and
     ``reductions`` stride-2 cells (channels doubling, densely connected, a head per cell), every edge
     one 3x3 separable convolution, no choice of operation and no extra nodes.
@@ -106,27 +108,26 @@ class StockPBTTrainable(SpiderNetTrainable):
             val_accuracy, val_loss = (0.0, math.inf) if diverged else evaluate(model, self.loaders.val)
         with measurement:
             hardware = self._measure()
-        metrics = {"val_accuracy": val_accuracy, **hardware}
-        violation = budget_violation(metrics, s.budgets)
-        return {
-            **metrics,
-            "val_loss": val_loss,
-            "train_loss": loss,
+        violation = budget_violation({"val_accuracy": val_accuracy, **hardware}, s.budgets)
+        return MemberReport(
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+            train_loss=loss,
+            **hardware,
             **train.fields("train"),
             **evaluation.fields("eval"),
             **measurement.fields("measure"),
-            "ops_alive": model.genome.ops_alive(),
-            "genome": model.genome.to_json(),
-            "genome_hash": model.genome.hash,
-            "budget_violation": violation,
-            "feasible": violation == 0 and not diverged,
-            "fitness": val_accuracy - violation,
-            "diverged": bool(diverged),
-            "reason": diverged,
-            "lr": self.config["lr"],
-            "weight_decay": self.config["weight_decay"],
-            "drop_path": self.config["drop_path"],
-        }
+            ops_alive=model.genome.ops_alive(),
+            genome=model.genome.to_json(),
+            genome_hash=model.genome.hash,
+            budget_violation=violation,
+            feasible=violation == 0 and not diverged,
+            diverged=bool(diverged),
+            reason=diverged,
+            lr=self.config["lr"],
+            weight_decay=self.config["weight_decay"],
+            drop_path=self.config["drop_path"],
+        ).to_result()
 
     def _measure(self) -> dict:
         # One architecture for every member: measured once per actor.

@@ -9,7 +9,7 @@ restored (or cloned) keeps training where it left off.
 from __future__ import annotations
 
 import json
-import os
+import re
 from pathlib import Path
 
 import torch
@@ -17,23 +17,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from spidernet_ray.genome import Genome, GenomeError
+from spidernet_ray.rundir import atomic_write
 from spidernet_ray.supernet import CellNetwork, DiscreteNet, SuperNet
 
 GENOME_FILE = "genome.json"
 WEIGHTS_FILE = "weights.safetensors"
 NETWORK_FILE = "network.json"
 MOMENTUM_FILE = "momentum.safetensors"
+TRAINER_STATE_FILE = "trainer_state.json"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # how Ray names a trial's checkpoints, oldest first
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or does not match its genome."""
-
-
-def _write_atomic(path: Path, write) -> None:
-    # Write beside the target and rename, so a crash never leaves a half-written checkpoint file.
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: CellNetwork, directory: str | Path) -> Path:
@@ -48,9 +44,9 @@ def save_checkpoint(model: CellNetwork, directory: str | Path) -> Path:
         network = {"kind": "discrete", "edge_ops": edge_ops}
     network["drop_path"] = model.drop_path_prob
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_atomic(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
-    _write_atomic(directory / GENOME_FILE, lambda p: p.write_text(model.genome.to_json()))
-    _write_atomic(directory / NETWORK_FILE, lambda p: p.write_text(json.dumps(network)))
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
+    atomic_write(directory / GENOME_FILE, lambda p: p.write_text(model.genome.to_json()))
+    atomic_write(directory / NETWORK_FILE, lambda p: p.write_text(json.dumps(network)))
     return directory
 
 
@@ -97,7 +93,7 @@ def momentum_buffers(model: CellNetwork, optimizer: torch.optim.Optimizer) -> di
 def save_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, directory: str | Path) -> None:
     """The optimiser's momentum buffers, keyed by the name of their parameter."""
     buffers = {name: b.cpu().contiguous() for name, b in momentum_buffers(model, optimizer).items()}
-    _write_atomic(Path(directory) / MOMENTUM_FILE, lambda p: save_file(buffers, str(p)))
+    atomic_write(Path(directory) / MOMENTUM_FILE, lambda p: save_file(buffers, str(p)))
 
 
 def read_momentum(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -121,3 +117,54 @@ def set_momentum(model: CellNetwork, optimizer: torch.optim.Optimizer, buffers: 
             optimizer.state[p]["momentum_buffer"] = buffer.to(p.device)
             count += 1
     return count
+
+
+def save_trainer_state(state: dict, directory: str | Path) -> None:
+    """What a member's trainer keeps beside its network (pressure, last mutation carried out, rounds)."""
+    atomic_write(Path(directory) / TRAINER_STATE_FILE, lambda p: p.write_text(json.dumps(state)))
+
+
+# -- a member's checkpoint, with the fallback to an earlier one ------------------------------------
+def read_member_checkpoint(directory: Path, device: torch.device) -> tuple[CellNetwork, dict, str]:
+    """The network and trainer state saved in ``directory``, and a note that is empty unless it was unreadable.
+
+    A corrupt or truncated checkpoint falls back to the newest readable one saved before it beside it
+    (Ray keeps a trial's last few as ``checkpoint_<index>``; a checkpoint downloaded from remote storage
+    has no such neighbours). Weights are read with safetensors only, never unpickled. With no readable
+    checkpoint the first CheckpointError is raised and Ray's failure handling takes over.
+    """
+    errors = []
+    for candidate in [directory, *earlier_checkpoints(directory)]:
+        try:
+            model = load_checkpoint(candidate, device)
+            state = {**_read_trainer_state(candidate), "momentum": read_momentum(candidate)}
+        except CheckpointError as exc:
+            errors.append(exc)
+            continue
+        note = f"{errors[0]}; restored the earlier {candidate.name} instead" if errors else ""
+        return model, state, note
+    raise errors[0]
+
+
+def earlier_checkpoints(directory: Path) -> list[Path]:
+    """The checkpoints Ray saved for the same trial before ``directory``, newest first."""
+    match = CHECKPOINT_DIR.fullmatch(directory.name)
+    if not match:
+        return []
+    found = []
+    for path in directory.parent.iterdir():
+        other = CHECKPOINT_DIR.fullmatch(path.name)
+        if other and int(other[1]) < int(match[1]) and path.is_dir():
+            found.append((int(other[1]), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def _read_trainer_state(directory: Path) -> dict:
+    try:
+        state = json.loads((directory / TRAINER_STATE_FILE).read_text())
+        rounds_done = state.get("rounds_done")  # optional, as stable_epochs: a hand-made state may lack them
+        return {"pressure": float(state["pressure"]), "applied_mutation": state["applied_mutation"],
+                "stable_epochs": int(state.get("stable_epochs", 0)),
+                "rounds_done": None if rounds_done is None else int(rounds_done)}
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {directory}: unreadable {TRAINER_STATE_FILE} ({exc!r})") from None

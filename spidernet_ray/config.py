@@ -1,27 +1,31 @@
 """The run description: one typed object, built once from defaults, a config file and flags, validated once.
 
-Config files are TOML whose keys are the long flag names with underscores (``population = 8``);
-flags given on the command line override the file, the file overrides the defaults.
+Every field of ``SearchConfig`` carries its help text; the command line is generated from the fields
+(``add_flags``), so a flag, its help and the default ``--help`` shows live in one place. Config files
+are TOML whose keys are the field names (``population = 8``); flags given on the command line override
+the file, the file overrides the defaults (``resolve``). A run directory keeps the config it was
+started with (``search_config.json``), which ``--resume``, retrain and report read back
+(``read_run_config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+import json
+import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 
+from spidernet_ray.genome import Genome, GenomeError
 from spidernet_ray.pareto import parse_objectives
+from spidernet_ray.record import OBJECTIVE_METRICS
+from spidernet_ray.rundir import CONFIG_FILE, atomic_write_text, is_finite_number
 
-# spidernet: the Pareto population search; random: random architectures, no scheduler; pbt: Ray Tune's
-# stock PopulationBasedTraining on one fixed hand-written network (see spidernet_ray.baselines).
-STRATEGIES = ("spidernet", "random", "pbt")
 GATES = ("hard", "sigmoid")
-# What every member reports each round (SpiderNetTrainable.step) that an objective may name.
-OBJECTIVE_METRICS = ("val_accuracy", "val_loss", "train_loss", "latency_ms", "peak_memory_mb", "params", "flops",
-                     "ops_alive")
 
 
 class ConfigError(ValueError):
@@ -36,81 +40,98 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog.removeprefix('python -m ')}: error: {message} (see --help)\n")
 
 
+def run_command(program: str, command: Callable[[], int], input_errors: tuple[type[Exception], ...]) -> int:
+    """``command()``'s exit code, or 2 with one line on stderr when it raises one of ``input_errors``
+    (bad input, found before anything is written)."""
+    try:
+        return command()
+    except input_errors as exc:
+        print(f"{program}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def setting(default, help: str, **flag):
+    """A config field with the help text (and any extra ``add_argument`` keywords) of its flag."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     # What to search on
-    dataset: str = "digits"
-    data_root: str | None = None
-    subset: int | None = None
-    val_fraction: float = 0.1
-    download: bool = False
+    dataset: str = setting("digits", "dataset name (see --help's list)")
+    data_root: str | None = setting(None, "folder with the dataset's files")
+    subset: int | None = setting(None, "use only this many training examples")
+    val_fraction: float = setting(0.1, "share of the training data held out for validation")
+    download: bool = setting(False, "download with torchvision if the files are missing")
     # Search space and budget
-    strategy: str = "spidernet"
-    reductions: int = 2
-    channels: int = 8
-    population: int = 4
-    rounds: int = 6
-    epochs_per_round: int = 2
-    batch_size: int = 64
+    strategy: str = setting("spidernet", "spidernet (the search); baselines: random (random architectures, no "
+                            "scheduler), random_asha (the same under ASHA early stopping) or pbt (stock PBT on "
+                            "a fixed hand-written network)")
+    reductions: int = setting(2, "stride-2 cells after the first cell")
+    channels: int = setting(8, "channels of the first cell")
+    population: int = setting(4, "members trained at once")
+    rounds: int = setting(6, "rounds per member (one report, one chance of exploit each)")
+    epochs_per_round: int = setting(2, "training epochs per round")
+    time_budget_s: float | None = setting(None, "stop the whole run after this many seconds of wall time")
+    batch_size: int = setting(64, "training batch size")
     # Training recipe (lr, weight_decay, drop_path are the perturbed hyperparameters)
-    lr: float = 0.05
-    weight_decay: float = 3e-4
-    drop_path: float = 0.0
-    momentum: float = 0.9
-    gate: str = "hard"
-    pressure: float = 1e-3  # initial lambda of the resource-weighted gate pressure; 0 turns it off
-    pressure_mu: float = 1.0
-    deadhead_window: int = 1
-    initial_splits: int = 2  # random splits per member at the start, so the population starts diverse
-    candidates_per_cell: int = 2
-    # Proxy sizes for scoring a split (proxies.choose_split): initialisations averaged, NTK samples, and the
-    # side of the linear-region grid. benchmarks/proxy_quality.py compares them with larger sizes.
-    proxy_inits: int = 1
-    proxy_samples: int = 32
-    proxy_grid: int = 16
+    lr: float = setting(0.05, "learning rate (members draw theirs from [lr/2, 2 lr])")
+    weight_decay: float = setting(3e-4, "weight decay (members draw from [wd/3, 3 wd])")
+    drop_path: float = setting(0.0, "drop-path probability")
+    momentum: float = setting(0.9, "SGD momentum")
+    gate: str = setting("hard", "pruning gate: hard or sigmoid")
+    pressure: float = setting(1e-3, "initial resource-pressure coefficient; 0 turns it off")
+    pressure_mu: float = setting(1.0, "weight of an op's cost in the gate pressure")
+    deadhead_window: int = setting(1, "epochs over which gate-open counts are pooled")
+    initial_splits: int = setting(2, "random splits per member at the start, so the population starts diverse")
+    candidates_per_cell: int = setting(2, "candidate splits scored per cell on a mutation")
+    # Proxy sizes for scoring a split (proxies.choose_split).
+    proxy_inits: int = setting(1, "random initialisations the proxies average over")
+    proxy_samples: int = setting(32, "inputs of the NTK proxy")
+    proxy_grid: int = setting(16, "side of the linear-region proxy's input grid")
     # Search-space extensions, each off until benchmarks/compare.py shows it helps (README "Search-space
-    # extensions"): channel-wise gates that narrow conv ops (on: smaller best models and a larger memory
-    # hypervolume in compare.md); gradual pruning (at most prune_per_epoch ops deleted per epoch) and an
-    # architecture snapshot for the Pareto archive whenever nothing was pruned for snapshot_stable_epochs
-    # epochs (0: none); macro mutations (add/remove a cell, widen/narrow); crossover.
-    channel_search: bool = True
-    gradual_pruning: bool = False
-    prune_per_epoch: int = 2
-    snapshot_stable_epochs: int = 0
-    macro_mutations: bool = False
-    crossover: bool = False
-    macro_probability: float = 0.3  # share of clones given a macro mutation, when macro_mutations is on
-    crossover_probability: float = 0.3  # share of clones made by crossover, when crossover is on
-    genome: str | None = None  # a genome JSON file every member starts from instead of the initial genome
+    # extensions").
+    channel_search: bool = setting(True, "channel-wise gates inside conv ops; shut channels are removed "
+                                   "(narrower network)")
+    gradual_pruning: bool = setting(False, "delete at most --prune-per-epoch ops per epoch, those open least "
+                                    "often first")
+    prune_per_epoch: int = setting(2, "ops deleted per epoch at most with --gradual-pruning")
+    snapshot_stable_epochs: int = setting(0, "offer the architecture to the Pareto archive whenever nothing "
+                                          "was pruned for K epochs (0: never)", metavar="K")
+    macro_mutations: bool = setting(False, "clones may also add or remove a cell or widen or narrow the channels")
+    crossover: bool = setting(False, "some clones mix the cells of two front members instead of mutating one")
+    macro_probability: float = setting(0.3, "share of clones given a macro mutation, with --macro-mutations")
+    crossover_probability: float = setting(0.3, "share of clones made by crossover, with --crossover")
+    genome: str | None = setting(None, "genome JSON file (e.g. from pareto.parquet) every member starts from; "
+                                 "sets --reductions and --channels", metavar="FILE")
     # Hardware budgets and objectives
-    latency_budget_ms: float | None = None
-    memory_budget_mb: float | None = None
-    latency_batch_size: int = 1
-    objectives: tuple[str, ...] = ("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb")
-    quantile_fraction: float = 0.25
+    latency_budget_ms: float | None = setting(None, "latency budget of a network")
+    memory_budget_mb: float | None = setting(None, "peak training memory budget of a network")
+    latency_batch_size: int = setting(1, "batch size of the latency measurement")
+    objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb"),
+                                          f"MODE:METRIC... with METRIC one of {', '.join(OBJECTIVE_METRICS)}",
+                                          nargs="+")
+    quantile_fraction: float = setting(0.25, "share of the population cloned over / cloned from")
     # Where and how it runs
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: float = 0
-    cpus_per_trial: float = 1
-    gpus_per_trial: float | None = None
-    storage_path: str = "~/spidernet_runs"
-    name: str | None = None
-    resume: bool = False
-    seed: int = 0
-    verbose: int = 0
-    dashboard: bool = False  # a local Ray's dashboard, bound to 127.0.0.1 (off by default)
-    # Fault injection, for testing recovery: the first member's weights turn NaN at the start of this round.
-    inject_nan_round: int | None = None
+    address: str | None = setting(None, "attach to a running Ray cluster ('auto' finds the local one)")
+    num_cpus: int | None = setting(None, "CPUs for a local Ray (default: all)")
+    num_gpus: float = setting(0, "GPUs to use in total (checked against the cluster)")
+    cpus_per_trial: float = setting(1, "CPUs per member")
+    gpus_per_trial: float | None = setting(None, "GPUs per member, fractional allowed (default: num-gpus / "
+                                           "population, at most 1)")
+    storage_path: str = setting("~/spidernet_runs", "folder that holds run directories")
+    name: str | None = setting(None, "experiment name (default: strategy-dataset-timestamp)")
+    resume: bool = setting(False, "continue the experiment --name")
+    seed: int = setting(0, "seed of the data split and the members' draws")
+    verbose: int = setting(0, "1 or 2: show Ray's own progress table and logs")
+    dashboard: bool = setting(False, "start a local Ray with its dashboard, bound to 127.0.0.1")
+    inject_nan_round: int | None = setting(None, "fault injection for testing: the first member's weights turn "
+                                           "NaN at the start of ROUND", metavar="ROUND")
 
     @property
     def budgets(self) -> dict[str, float]:
-        budgets = {}
-        if self.latency_budget_ms is not None:
-            budgets["latency_ms"] = self.latency_budget_ms
-        if self.memory_budget_mb is not None:
-            budgets["peak_memory_mb"] = self.memory_budget_mb
-        return budgets
+        named = {"latency_ms": self.latency_budget_ms, "peak_memory_mb": self.memory_budget_mb}
+        return {k: v for k, v in named.items() if v is not None}
 
     @property
     def trial_gpus(self) -> float:
@@ -126,6 +147,8 @@ class SearchConfig:
         return Path(self.storage_path).expanduser().resolve() / self.name
 
     def validate(self) -> SearchConfig:
+        from spidernet_ray.strategies import strategy_names
+
         positive_ints = ["reductions", "channels", "population", "rounds", "epochs_per_round", "batch_size",
                          "deadhead_window", "candidates_per_cell", "latency_batch_size", "prune_per_epoch",
                          "proxy_inits", "proxy_samples", "proxy_grid"]
@@ -134,34 +157,34 @@ class SearchConfig:
             if name == "reductions" and value == 0:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         for name in ["lr", "cpus_per_trial"]:
-            if not _finite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ConfigError(f"{_flag(name)} must be a positive number, got {getattr(self, name)!r}")
+            if not is_finite_number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{flag_name(name)} must be a positive number, got {getattr(self, name)!r}")
         for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits",
                      "snapshot_stable_epochs"]:
-            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must be a non-negative number, got {getattr(self, name)!r}")
+            if not is_finite_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{flag_name(name)} must be a non-negative number, got {getattr(self, name)!r}")
         for name in ["latency_budget_ms", "memory_budget_mb", "cpus_per_trial", "gpus_per_trial", "num_cpus", "subset",
-                     "inject_nan_round"]:
+                     "inject_nan_round", "time_budget_s"]:
             value = getattr(self, name)
-            if value is not None and (not _finite(value) or value <= 0):
-                raise ConfigError(f"{_flag(name)} must be a positive number, got {value!r}")
+            if value is not None and (not is_finite_number(value) or value <= 0):
+                raise ConfigError(f"{flag_name(name)} must be a positive number, got {value!r}")
         if self.dashboard and self.address:
             raise ConfigError("--dashboard starts a local Ray's dashboard; an attached cluster serves its own")
         if self.num_gpus > 0 and self.gpus_per_trial is not None and self.gpus_per_trial > self.num_gpus:
             raise ConfigError(f"--gpus-per-trial {self.gpus_per_trial:g} exceeds --num-gpus {self.num_gpus:g}")
         for name in ["macro_probability", "crossover_probability"]:
-            if not _finite(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{_flag(name)} must be in [0, 1], got {getattr(self, name)!r}")
+            if not is_finite_number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{flag_name(name)} must be in [0, 1], got {getattr(self, name)!r}")
         if not 0 <= self.drop_path < 1:
             raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path!r}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0 < self.quantile_fraction <= 0.5:
             raise ConfigError(f"--quantile-fraction must be in (0, 0.5], got {self.quantile_fraction!r}")
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.strategy not in strategy_names():
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(strategy_names())}")
         if self.gate not in GATES:
             raise ConfigError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)}")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):
@@ -179,15 +202,50 @@ class SearchConfig:
         return self
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 FIELD_TYPES = {f.name: f.type for f in fields(SearchConfig)}
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+# -- the command line ----------------------------------------------------------------------------
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field, its help and shown default taken from the field. Every flag defaults to None
+    ('not given'), so ``resolve`` can tell a flag from the file and the defaults."""
+    for f in fields(SearchConfig):
+        extra = {k: v for k, v in f.metadata.items() if k != "help"}
+        shown = f.default if not isinstance(f.default, tuple) else " ".join(f.default)
+        help_text = f.metadata["help"] + ("" if f.default in (None, False) else f" (default: {shown})")
+        if f.type == "bool":
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(flag_name(f.name), action=action, default=None, help=help_text, **extra)
+        else:
+            kind = _FLAG_TYPES.get(f.type.removesuffix(" | None"), str)
+            parser.add_argument(flag_name(f.name), type=kind, default=None, help=help_text, **extra)
+
+
+def resolve(config_file: str | None, flags: dict) -> SearchConfig:
+    """The run description: defaults <- config file <- flags (a flag given as None is 'not given');
+    on ``--resume`` the saved run's config stands in for the defaults; a ``--genome`` file sets the
+    depth and width of the network."""
+    if flags.get("objectives") is not None:
+        flags = {**flags, "objectives": tuple(flags["objectives"])}
+    file_values = read_config_file(config_file) if config_file else {}
+    config = build_config(file_values, flags)  # validates the flags and the file
+    if config.resume:
+        return build_config({**read_saved_config(config.experiment_path / CONFIG_FILE), **file_values}, flags)
+    if config.genome:
+        # The genome fixes the network's depth and width; a flag or key saying otherwise is a mistake.
+        start = read_genome_file(config.genome)
+        for key in ("reductions", "channels"):
+            given = flags.get(key) if flags.get(key) is not None else file_values.get(key)
+            if given is not None and given != getattr(start, key):
+                raise ConfigError(f"--{key} {given} contradicts {config.genome}, "
+                                  f"whose genome has {getattr(start, key)}")
+        config = dataclasses.replace(config, reductions=start.reductions, channels=start.channels).validate()
+    return config
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -220,8 +278,6 @@ def build_config(file_values: dict, flag_values: dict) -> SearchConfig:
     if config.resume and not config.name:
         raise ConfigError("--resume needs --name of the experiment to continue")
     if not config.name:
-        from datetime import datetime
-
         config = dataclasses.replace(config, name=f"{config.strategy}-{config.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
     return config.validate()
 
@@ -233,6 +289,58 @@ def _check_type(key: str, value) -> None:
         "str | None": str, "int | None": int, "float | None": (int, float), "tuple[str, ...]": tuple,
     }[kind]
     if isinstance(value, bool) and kind != "bool":
-        raise ConfigError(f"{_flag(key)} must be {kind.split(' ')[0]}, got {value!r}")
+        raise ConfigError(f"{flag_name(key)} must be {kind.split(' ')[0]}, got {value!r}")
     if not isinstance(value, expected):
-        raise ConfigError(f"{_flag(key)} must be {kind.split(' ')[0]}, got {value!r}")
+        raise ConfigError(f"{flag_name(key)} must be {kind.split(' ')[0]}, got {value!r}")
+
+
+# -- a saved run's config -------------------------------------------------------------------------
+def read_saved_config(path: Path) -> dict:
+    """The settings a stopped search was started with, as a dict of given values (``--resume``)."""
+    if not path.is_file():
+        raise ConfigError(f"nothing to resume: {path} does not exist")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot resume: {path} is unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"cannot resume: {path} does not hold a search config")
+    unknown = sorted(set(saved) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"cannot resume: {path} has unknown key(s) {', '.join(unknown)}")
+    values = {k: v for k, v in saved.items() if v is not None}
+    if isinstance(values.get("objectives"), list):
+        values["objectives"] = tuple(values["objectives"])
+    return values
+
+
+def read_run_config(run_dir: str | Path) -> SearchConfig:
+    """The ``SearchConfig`` a run directory was started with (retrain and report read it)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a search run directory: it has no {CONFIG_FILE}")
+    try:
+        values = read_saved_config(path)
+        for key, value in values.items():
+            _check_type(key, value)
+        return SearchConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("cannot resume: ", "")) from None
+
+
+def write_run_config(config: SearchConfig) -> None:
+    atomic_write_text(config.experiment_path / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=1))
+
+
+def read_genome_file(path: str) -> Genome:
+    """A genome JSON file, as the ``genome`` column of trials.parquet or pareto.parquet holds."""
+    try:
+        text = Path(path).expanduser().read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"genome file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"genome file {path} is unreadable: {exc.__class__.__name__}") from None
+    try:
+        return Genome.from_json(text)
+    except GenomeError as exc:
+        raise GenomeError(f"genome file {path}: {exc}") from None

@@ -21,8 +21,7 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spidernet_ray.record import REPORT_TYPES, decode
+from spidernet_ray.rundir import (
+    GENEALOGY_FILE,
+    PARETO_FILE,
+    PLOT_FILE,
+    ROWS_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+    atomic_write,
+    atomic_write_text,
+    is_finite_number,
+)
 from spidernet_ray.pareto import (
     Objective,
     budget_violation,
@@ -42,16 +54,6 @@ from spidernet_ray.pareto import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Every reported row, appended by the launcher's callback. Ray's own per-trial result.json is not
-# used: it loses rows when a paused trial moves to another actor and its folder is re-synced.
-ROWS_FILE = "rows.jsonl"
-STATE_FILE = "scheduler_state.json"
-TRIALS_FILE = "trials.parquet"
-PARETO_FILE = "pareto.parquet"
-GENEALOGY_FILE = "genealogy.parquet"
-PLOT_FILE = "pareto.png"
-SUMMARY_FILE = "summary.md"
 
 # Scalar hyperparameters kept from each row's nested ``config`` (as ``config_<key>`` columns).
 CONFIG_KEYS = ("lr", "weight_decay", "drop_path", "seed")
@@ -65,16 +67,7 @@ _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 # Column types of the keys we know. A column whose values do not fit its declared type, and any
 # unknown column, gets a type inferred from its values instead (strings as the last resort).
 ROW_TYPES: dict[str, pa.DataType] = {
-    "trial_id": _S, "trial_dir": _S, "training_iteration": _I,
-    # what the trainable reports
-    "val_accuracy": _F, "val_loss": _F, "train_loss": _F, "train_seconds": _F,
-    "latency_ms": _F, "latency_spread_ms": _F, "peak_memory_mb": _F, "memory_method": _S,
-    "params": _I, "flops": _I, "batch_size": _I, "latency_batch_size": _I, "device": _S,
-    "ops_alive": _I, "ops_open": _I, "ops_deleted": _I,
-    "genome": _S, "supernet_genome": _S, "genome_hash": _S,
-    "budget_violation": _F, "feasible": _B, "fitness": _F, "diverged": _B, "reason": _S,
-    "lr": _F, "weight_decay": _F, "drop_path": _F,
-    "mutation": _S, "parent_trial": _S, "split_applied": _B, "split_refused_budget": _I,
+    "trial_id": _S, "trial_dir": _S, "training_iteration": _I, **REPORT_TYPES,
     "config_lr": _F, "config_weight_decay": _F, "config_drop_path": _F, "config_seed": _I,
 }
 RAY_TYPES: dict[str, pa.DataType] = {
@@ -195,10 +188,6 @@ def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 # -- the front ----------------------------------------------------------------------------------
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _eligible(rows: Iterable[Mapping[str, Any]], objectives: Sequence[Objective],
               budgets: Mapping[str, float] | None) -> list[Mapping[str, Any]]:
     """Rows of feasible, non-diverged architectures whose objective metrics were all measured.
@@ -210,14 +199,14 @@ def _eligible(rows: Iterable[Mapping[str, Any]], objectives: Sequence[Objective]
         row for row in rows
         if not row.get("diverged")
         and budget_violation(row, budgets) == 0
-        and all(_is_finite_number(row.get(objective.metric)) for objective in objectives)
+        and all(is_finite_number(row.get(objective.metric)) for objective in objectives)
     ]
 
 
 def _sort_by_accuracy(entries: list[dict[str, Any]], objectives: Sequence[Objective]) -> list[dict[str, Any]]:
     """Best val accuracy first; ties in the order of the objectives (each in its own direction)."""
     values = objective_matrix(entries, objectives)
-    accuracy = [-float(entry["val_accuracy"]) if _is_finite_number(entry.get("val_accuracy")) else math.inf
+    accuracy = [-float(entry["val_accuracy"]) if is_finite_number(entry.get("val_accuracy")) else math.inf
                 for entry in entries]
     # lexsort's last key is the primary one.
     order = np.lexsort((*values.T[::-1], np.asarray(accuracy, dtype=float)))
@@ -229,11 +218,7 @@ def snapshot_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     carrying its trial and round, so snapshots compete for the front like the rounds' own rows."""
     found = []
     for row in rows:
-        try:
-            snapshots = json.loads(row.get("snapshots") or "[]")
-        except (TypeError, json.JSONDecodeError):
-            continue
-        for snapshot in snapshots if isinstance(snapshots, list) else []:
+        for snapshot in decode(row, "snapshots"):
             if isinstance(snapshot, dict):
                 found.append({**snapshot, "trial_id": row.get("trial_id"), "trial_dir": row.get("trial_dir"),
                               "training_iteration": row.get("training_iteration"), "snapshot": True})
@@ -304,9 +289,9 @@ FRONT_TABLE_HEADER = (
 )
 
 
-def _number(value: Any, spec: str, scale: float = 1.0) -> str:
+def format_number(value: Any, spec: str, scale: float = 1.0) -> str:
     """A finite number formatted with ``spec`` (a "d" spec rounds to an integer), else "n/a"."""
-    if not _is_finite_number(value):
+    if not is_finite_number(value):
         return "n/a"
     value = value * scale
     return format(round(value) if spec.endswith("d") else value, spec)
@@ -314,7 +299,7 @@ def _number(value: Any, spec: str, scale: float = 1.0) -> str:
 
 def _si(value: Any) -> str:
     """12345678 -> '12.35 M' (FLOPs read best in engineering units)."""
-    if not _is_finite_number(value):
+    if not is_finite_number(value):
         return "n/a"
     for factor, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
@@ -331,13 +316,13 @@ def format_front_table(front: Sequence[Mapping[str, Any]]) -> str:
         cells = [
             str(rank),
             f"{entry.get('trial_id', '')}",
-            _number(entry.get("training_iteration"), "d"),
-            _number(entry.get("val_accuracy"), ".2f", 100.0),
-            _number(entry.get("latency_ms"), ".3f"),
-            _number(entry.get("peak_memory_mb"), ".1f"),
-            _number(entry.get("params"), ",d"),
+            format_number(entry.get("training_iteration"), "d"),
+            format_number(entry.get("val_accuracy"), ".2f", 100.0),
+            format_number(entry.get("latency_ms"), ".3f"),
+            format_number(entry.get("peak_memory_mb"), ".1f"),
+            format_number(entry.get("params"), ",d"),
             _si(entry.get("flops")),
-            _number(entry.get("ops_alive"), "d"),
+            format_number(entry.get("ops_alive"), "d"),
             f"`{entry.get('genome_hash') or ''}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -371,12 +356,12 @@ def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objec
         lines.append("No feasible, non-diverged architecture was reported.")
     else:
         lines.append(
-            f"Trial `{best.get('trial_id')}`, round {_number(best.get('training_iteration'), 'd')}: "
-            f"val acc {_number(best.get('val_accuracy'), '.2f', 100.0)} %, "
-            f"latency {_number(best.get('latency_ms'), '.3f')} ms, "
-            f"peak mem {_number(best.get('peak_memory_mb'), '.1f')} MB, "
-            f"{_number(best.get('params'), ',d')} params, {_si(best.get('flops'))} FLOPs, "
-            f"{_number(best.get('ops_alive'), 'd')} ops, genome `{best.get('genome_hash')}`."
+            f"Trial `{best.get('trial_id')}`, round {format_number(best.get('training_iteration'), 'd')}: "
+            f"val acc {format_number(best.get('val_accuracy'), '.2f', 100.0)} %, "
+            f"latency {format_number(best.get('latency_ms'), '.3f')} ms, "
+            f"peak mem {format_number(best.get('peak_memory_mb'), '.1f')} MB, "
+            f"{format_number(best.get('params'), ',d')} params, {_si(best.get('flops'))} FLOPs, "
+            f"{format_number(best.get('ops_alive'), 'd')} ops, genome `{best.get('genome_hash')}`."
         )
     lines += [
         "",
@@ -458,26 +443,8 @@ def to_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = (),
 
 
 # -- writing ------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp)`` to a temporary file beside ``path``, then move it into place."""
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)  # atomic on one filesystem: readers see the old file or the new one
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_parquet(path: Path, table: pa.Table) -> Path:
-    return _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 _TRIALS_LEADING = ("trial_id", "trial_dir", "training_iteration")
@@ -494,7 +461,7 @@ def write_results(
     rows = read_rows(experiment_dir)
     front = pareto_front(rows + snapshot_rows(rows), objectives, budgets)
     genealogy = read_genealogy(experiment_dir)
-    iterations = [row["training_iteration"] for row in rows if _is_finite_number(row.get("training_iteration"))]
+    iterations = [row["training_iteration"] for row in rows if is_finite_number(row.get("training_iteration"))]
     summary = Summary(
         run_name=experiment_dir.name,
         paths={},
@@ -503,7 +470,7 @@ def write_results(
         n_rounds=int(max(iterations, default=0)),
         n_exploits=len(genealogy),
         n_refused_splits=sum(int(row["split_refused_budget"]) for row in rows
-                             if _is_finite_number(row.get("split_refused_budget"))),
+                             if is_finite_number(row.get("split_refused_budget"))),
         front=front,
         best=front[0] if front else None,
         table_markdown=format_front_table(front),
@@ -516,25 +483,25 @@ def write_results(
     paths["trials"] = _write_parquet(experiment_dir / TRIALS_FILE, to_table(rows, trial_columns))
     paths["pareto"] = _write_parquet(experiment_dir / PARETO_FILE, to_table(front, front_keys, front_types))
     paths["genealogy"] = _write_parquet(experiment_dir / GENEALOGY_FILE, to_table(genealogy, tuple(GENEALOGY_TYPES)))
-    paths["plot"] = _atomic_write(
+    paths["plot"] = atomic_write(
         experiment_dir / PLOT_FILE, lambda tmp: plot_front(rows, front, tmp, title=summary.run_name, budgets=budgets)
     )
-    paths["summary"] = _write_text(experiment_dir / SUMMARY_FILE,
-                                   _summary_markdown(summary, rows, objectives, budgets))
+    paths["summary"] = atomic_write_text(experiment_dir / SUMMARY_FILE,
+                                         _summary_markdown(summary, rows, objectives, budgets))
     return summary
 
 
 # -- plot ---------------------------------------------------------------------------------------
-_PANELS = (  # metric, axis label, unit
-    ("latency_ms", "inference latency (ms)", "ms"),
-    ("peak_memory_mb", "peak training memory (MB)", "MB"),
+PANELS = (  # metric, axis label
+    ("latency_ms", "inference latency (ms)"),
+    ("peak_memory_mb", "peak training memory (MB)"),
 )
 
 
 def _xy(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(metric, val accuracy in %) of the rows where both are finite."""
     pairs = [(row[metric], 100.0 * row["val_accuracy"]) for row in rows
-             if _is_finite_number(row.get(metric)) and _is_finite_number(row.get("val_accuracy"))]
+             if is_finite_number(row.get(metric)) and is_finite_number(row.get("val_accuracy"))]
     array = np.asarray(pairs, dtype=float).reshape(-1, 2)
     return array[:, 0], array[:, 1]
 
@@ -545,12 +512,14 @@ def plot_front(
     path: str | os.PathLike,
     title: str = "",
     budgets: Mapping[str, float] | None = None,
+    panels: Sequence[tuple[str, str]] = PANELS,
 ) -> Path:
-    """Two panels, val accuracy against latency and against peak memory.
+    """One panel per (metric, label) of ``panels``: val accuracy against that cost.
 
     Every reported row is a light point (rows over budget are light crosses, diverged rows are left
-    out); the front's members are highlighted and joined by the step line of the best accuracy
-    reachable at each cost. A budget on a panel's metric is drawn as a dashed vertical line.
+    out); the front's members are highlighted, numbered by their rank, and joined by the step line of
+    the best accuracy reachable at each cost. A budget on a panel's metric is drawn as a dashed
+    vertical line; a cost spanning more than 10x is drawn on a log scale.
     """
     import matplotlib
 
@@ -561,10 +530,12 @@ def plot_front(
     live = [row for row in rows if not row.get("diverged")]
     over = [row for row in live if budget_violation(row, budgets) > 0]
     within = [row for row in live if budget_violation(row, budgets) == 0]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True, constrained_layout=True)
-    for axis, (metric, label, unit) in zip(axes, _PANELS):
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 2, 5), sharey=True,
+                                constrained_layout=True, squeeze=False)
+    for axis, (metric, label) in zip(axes[0], panels):
         x, y = _xy(within, metric)
         axis.scatter(x, y, s=20, color="0.5", alpha=0.45, linewidths=0, label=f"reported rounds ({len(x)})")
+        spread = list(x)
         x, y = _xy(over, metric)
         if len(x):
             axis.scatter(x, y, s=24, color="tab:red", alpha=0.5, marker="x", label=f"over budget ({len(x)})")
@@ -576,21 +547,24 @@ def plot_front(
             axis.scatter(x, y, s=55, color="tab:blue", edgecolors="white", linewidths=0.8, zorder=4,
                          label=f"Pareto front ({len(x)})")
             for rank, entry in enumerate(front, start=1):  # the numbers of the summary's table
-                if _is_finite_number(entry.get(metric)) and _is_finite_number(entry.get("val_accuracy")):
+                if is_finite_number(entry.get(metric)) and is_finite_number(entry.get("val_accuracy")):
                     axis.annotate(str(rank), (entry[metric], 100.0 * entry["val_accuracy"]), fontsize=8,
                                   xytext=(5, 4), textcoords="offset points", color="tab:blue")
+        positive = [v for v in (*spread, *x) if v > 0]
+        if positive and max(positive) / min(positive) > 10:
+            axis.set_xscale("log")
         if metric in budgets:
             axis.axvline(budgets[metric], color="tab:red", linestyle="--", linewidth=1.2,
-                         label=f"budget {budgets[metric]:g} {unit}")
+                         label=f"budget {budgets[metric]:g}")
         if not rows:
             axis.text(0.5, 0.5, "no reported rounds", transform=axis.transAxes, ha="center", va="center")
         axis.set_xlabel(label)
         axis.grid(True, alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="best", fontsize=9)
-    axes[0].set_ylabel("validation accuracy (%)")
-    figure.suptitle(f"{title}: validation accuracy vs hardware cost" if title else
-                    "validation accuracy vs hardware cost")
+    axes[0][0].set_ylabel("validation accuracy (%)")
+    figure.suptitle(f"{title}: validation accuracy vs hardware cost (numbers: rank on the front)" if title else
+                    "validation accuracy vs hardware cost (numbers: rank on the front)")
     path = Path(path)
     figure.savefig(path, format="png", dpi=110)
     plt.close(figure)

@@ -50,14 +50,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from spidernet_ray.config import ConfigError, OneLineArgumentParser, SearchConfig, read_run_config, run_command
 from spidernet_ray.data import DataError, DataSplits, load_dataset, make_loaders
 from spidernet_ray.genome import Genome, GenomeError
-from spidernet_ray.config import ConfigError
-from spidernet_ray.launch import CONFIG_FILE, start_ray
-from spidernet_ray.report import RETRAIN_DIR, RETRAIN_TABLE, format_retrain_table, write_report
-from spidernet_ray.results import PARETO_FILE, TRIALS_FILE, to_table
+from spidernet_ray.reporting import format_retrain_table, write_report
+from spidernet_ray.results import to_table
+from spidernet_ray.rundir import (
+    PARETO_FILE,
+    RETRAIN_DIR,
+    RETRAIN_MARKDOWN,
+    RETRAIN_TABLE,
+    TRIALS_FILE,
+    atomic_write,
+    is_finite_number,
+)
+from spidernet_ray.tuner import start_ray
 
-RETRAIN_MARKDOWN = "retrain.md"
 PREPROCESS_FILE = "preprocess.json"
 MOMENTUM = 0.9
 WEIGHT_DECAY = 3e-4
@@ -127,7 +135,7 @@ class Plan:
     candidates: list[Candidate]
     recipe: Recipe
     splits: DataSplits
-    search_config: dict[str, Any]
+    search_config: SearchConfig
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     address: str | None = None
@@ -141,21 +149,10 @@ class Plan:
 
 
 # -- choosing what to retrain ----------------------------------------------------------------------
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def read_search_config(run_dir: str | Path) -> dict[str, Any]:
-    run_dir = Path(run_dir)
+def read_search_config(run_dir: Path) -> SearchConfig:
     if not run_dir.is_dir():
         raise RetrainError(f"run directory {run_dir} does not exist")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise RetrainError(f"{run_dir} is not a search run directory: it has no {CONFIG_FILE}")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RetrainError(f"{path} is unreadable: {exc}") from None
+    return read_run_config(run_dir)  # a ConfigError (one line) when missing or unreadable
 
 
 def _read_parquet_rows(path: Path) -> list[dict[str, Any]]:
@@ -201,7 +198,7 @@ def select_candidates(
             raise RetrainError(f"{run_dir / PARETO_FILE} is empty: the search found no feasible architecture")
     else:
         trials = [r for r in _read_parquet_rows(run_dir / TRIALS_FILE)
-                  if not r.get("diverged") and _finite(r.get("val_accuracy")) and r.get("genome")]
+                  if not r.get("diverged") and is_finite_number(r.get("val_accuracy")) and r.get("genome")]
         known = sorted({str(r["trial_id"]) for r in trials})
         rows = []
         for member in members:
@@ -210,10 +207,10 @@ def select_candidates(
                 raise RetrainError(f"unknown member {member!r}; the run's members are: {', '.join(known)}")
             rows.append(max(own, key=lambda r: (r["val_accuracy"], r.get("training_iteration") or 0)))
     if max_params is not None:
-        rows = [r for r in rows if _finite(r.get("params")) and r["params"] <= max_params]
+        rows = [r for r in rows if is_finite_number(r.get("params")) and r["params"] <= max_params]
         if not rows:
             raise RetrainError(f"no chosen architecture has at most {max_params:,} parameters")
-    rows = sorted(rows, key=lambda r: -r["val_accuracy"] if _finite(r.get("val_accuracy")) else math.inf)
+    rows = sorted(rows, key=lambda r: -r["val_accuracy"] if is_finite_number(r.get("val_accuracy")) else math.inf)
     candidates: dict[str, Candidate] = {}
     for row in rows:
         candidate = _candidate(row)
@@ -278,7 +275,7 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
 
 # -- the driver ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m spidernet_ray.retrain", description=__doc__.splitlines()[0])
+    p = OneLineArgumentParser(prog="python -m spidernet_ray.retrain", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="the search's run directory (<storage-path>/<name>)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--front", action="store_true", help="retrain every architecture of pareto.parquet")
@@ -316,17 +313,17 @@ def plan_retrain(args: argparse.Namespace) -> Plan:
         raise RetrainError("--cpus-per-trial must be positive and --gpus-per-trial non-negative")
     recipe = Recipe(
         epochs=args.epochs,
-        batch_size=args.batch_size if args.batch_size is not None else int(search.get("batch_size", 96)),
+        batch_size=args.batch_size if args.batch_size is not None else search.batch_size,
         lr=args.lr,
         drop_path=args.drop_path,
         cutout=args.cutout,
-        seed=args.seed if args.seed is not None else int(search.get("seed", 0)),
-        latency_batch_size=int(search.get("latency_batch_size", 1)),
+        seed=args.seed if args.seed is not None else search.seed,
+        latency_batch_size=search.latency_batch_size,
     ).validate()
     candidates = select_candidates(run_dir, args.members, args.front, args.max_params, args.top)
-    data_root = args.data_root if args.data_root is not None else search.get("data_root")
-    splits = load_dataset(search["dataset"], data_root, seed=int(search.get("seed", 0)),
-                          val_fraction=float(search.get("val_fraction", 0.1)), subset=args.subset)
+    data_root = args.data_root if args.data_root is not None else search.data_root
+    splits = load_dataset(search.dataset, data_root, seed=search.seed, val_fraction=search.val_fraction,
+                          subset=args.subset)
     return Plan(run_dir=run_dir, candidates=candidates, recipe=recipe, splits=splits, search_config=search,
                 cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, address=args.address,
                 num_cpus=args.num_cpus, export=args.export, verbose=args.verbose)
@@ -481,26 +478,18 @@ def write_retrain_table(run_dir: str | Path, rows: list[dict[str, Any]]) -> list
     directory.mkdir(parents=True, exist_ok=True)
     merged = {row["genome_hash"]: row for row in read_retrain_table(run_dir)}
     merged.update({row["genome_hash"]: row for row in rows})
-    table = sorted(merged.values(), key=lambda r: -r["test_accuracy"] if _finite(r.get("test_accuracy")) else 1.0)
-    _atomic(directory / RETRAIN_TABLE, lambda tmp: pq.write_table(to_table(table, tuple(COLUMNS), COLUMNS), tmp))
-    _atomic(directory / RETRAIN_MARKDOWN, lambda tmp: tmp.write_text(
+    table = sorted(merged.values(), key=lambda r: -r["test_accuracy"] if is_finite_number(r.get("test_accuracy")) else 1.0)
+    atomic_write(directory / RETRAIN_TABLE, lambda tmp: pq.write_table(to_table(table, tuple(COLUMNS), COLUMNS), tmp))
+    atomic_write(directory / RETRAIN_MARKDOWN, lambda tmp: tmp.write_text(
         "# Retrained from scratch\n\n" + format_retrain_table(table) + "\n", encoding="utf-8"))
     return table
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(plan_retrain(args))  # run's start_ray refuses a cluster it cannot join (ConfigError)
-    except (RetrainError, ConfigError, DataError, GenomeError) as exc:
-        print(f"spidernet_ray.retrain: error: {exc}", file=sys.stderr)
-        return 2
+    # run's start_ray refuses a cluster it cannot join (ConfigError)
+    return run_command("spidernet_ray.retrain", lambda: run(plan_retrain(args)),
+                       (RetrainError, ConfigError, DataError, GenomeError))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import math
 import os
 import random
 import time
-import uuid
 from pathlib import Path
 
 from ray.tune.experiment import Trial
@@ -42,9 +41,10 @@ from ray.tune.schedulers import PopulationBasedTraining
 from spidernet_ray.genome import MACRO_MUTATIONS
 from spidernet_ray.pareto import DEFAULT_OBJECTIVES, ParetoArchive, budget_violation, objective_matrix, parse_objectives
 from spidernet_ray.pareto import rank_population
+from spidernet_ray.record import ARCHIVE_FIELDS, MutationInstruction, decode
+from spidernet_ray.rundir import atomic_write_text
 
 DIVERGED_VIOLATION = 1e12
-ARCHIVE_FIELDS = ("params", "flops", "latency_spread_ms", "memory_method", "ops_alive", "genome", "genome_hash")
 
 
 def _actor_free(tune_controller) -> bool:
@@ -118,8 +118,7 @@ class SpiderNetScheduler(PopulationBasedTraining):
     def _archive_snapshots(self, result: dict, trial: Trial) -> None:
         """Gradual pruning: each architecture the member snapshotted during the round is a candidate of
         its own (added before the round's result, so on the same architecture the round's result wins)."""
-        snapshots = result.get("snapshots") or []
-        for snapshot in json.loads(snapshots) if isinstance(snapshots, str) else snapshots:
+        for snapshot in decode(result, "snapshots"):
             if budget_violation(snapshot, self.budgets) != 0 or not snapshot.get("genome_hash"):
                 continue
             payload = {"trial_id": trial.trial_id, "round": snapshot.get("round"), "epoch": snapshot.get("epoch"),
@@ -192,14 +191,15 @@ class SpiderNetScheduler(PopulationBasedTraining):
     def _mutation_instruction(self, trial: Trial, donor: Trial) -> dict:
         """What the clone does after restoring the donor: a split, unless an extension that is on draws
         a crossover (with another top-half member, its genome carried along) or a macro mutation."""
-        instruction = {"id": uuid.uuid4().hex[:12], "kind": "split", "donor": donor.trial_id}
         partner = self._crossover_partner(trial, donor) if self.crossover_probability else None
         if partner is not None:
             genome = self._trial_state[partner].last_result["genome"]
-            instruction.update(kind="crossover", other=partner.trial_id, other_genome=genome)
+            instruction = MutationInstruction(donor.trial_id, "crossover", other=partner.trial_id, other_genome=genome)
         elif self.macro_probability and self._rng.random() < self.macro_probability:
-            instruction["kind"] = self._rng.choice(MACRO_MUTATIONS)
-        return instruction
+            instruction = MutationInstruction(donor.trial_id, self._rng.choice(MACRO_MUTATIONS))
+        else:
+            instruction = MutationInstruction(donor.trial_id)
+        return instruction.to_dict()
 
     def _crossover_partner(self, trial: Trial, donor: Trial) -> Trial | None:
         """With ``crossover_probability``, a member of the top half of the last ranking other than the
@@ -236,9 +236,7 @@ class SpiderNetScheduler(PopulationBasedTraining):
         if self.state_path is None:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state(), default=_json_default))
-        os.replace(tmp, self.state_path)  # atomic: a crash never leaves half a state file
+        atomic_write_text(self.state_path, json.dumps(self.state(), default=_json_default))
 
     def __setstate__(self, state: dict) -> None:
         # Tuner.restore unpickles the scheduler as it was when the experiment started; the state

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from spidernet_ray.supernet import CellNetwork, SuperNet, supernet_loss
 
 GRAD_CLIP = 5.0
-# Networks train, and are measured, with 4-D weights in channels_last. On CPU, oneDNN's convolutions
-# (depthwise and dilated above all) are faster in it: sep_conv_5x5's backward alone 3x, a digits
-# supernet step 1.15x, a measured forward pass 1.2-1.3x. A convolution whose weight or input is
-# channels_last gives channels_last activations, so batches need no conversion (Fashion-MNIST's
-# come so anyway: its images are stored height-width-channel). The same function, its float sums
-# in another order. Checkpoints keep the default layout (tensors are made contiguous when saved).
+# Networks train, and are measured, with 4-D weights in channels_last: on CPU, oneDNN's convolutions
+# (depthwise and dilated above all) are faster in it (the README gives the figures). A convolution
+# whose weight or input is channels_last gives channels_last activations, so batches need no
+# conversion (Fashion-MNIST's come so anyway: its images are stored height-width-channel). The same
+# function, its float sums in another order. Checkpoints keep the default layout (tensors are made
+# contiguous when saved).
 TRAINING_LAYOUT = torch.channels_last
 
 

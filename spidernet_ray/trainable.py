@@ -20,10 +20,8 @@ import json
 import logging
 import math
 import random
-import re
 import time
 import zlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import ray
@@ -38,6 +36,7 @@ from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_g
 from spidernet_ray.hardware import measure
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
+from spidernet_ray.record import MemberReport, MutationInstruction
 from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
 from spidernet_ray.train import (
     TRAINING_LAYOUT,
@@ -49,55 +48,11 @@ from spidernet_ray.train import (
     train_epoch,
 )
 
-STATE_FILE = "trainer_state.json"
-CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")  # how Ray names a trial's checkpoints, oldest first
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every member shares; the perturbed hyperparameters live beside it in the trial config."""
-
-    reductions: int
-    channels: int
-    rounds: int
-    epochs_per_round: int
-    batch_size: int
-    momentum: float
-    gate: str
-    pressure: float
-    pressure_mu: float
-    deadhead_window: int
-    initial_splits: int
-    candidates_per_cell: int
-    proxy_inits: int
-    proxy_samples: int
-    proxy_grid: int
-    latency_budget_ms: float | None
-    memory_budget_mb: float | None
-    latency_batch_size: int
-    start_genome: str | None = None  # genome JSON every member starts from, else the initial genome
-    inject_nan_round: int | None = None  # fault injection: the first member's weights turn NaN in this round
-    # Search-space extensions (SearchConfig documents them); all off by default.
-    channel_search: bool = False
-    gradual_pruning: bool = False
-    prune_per_epoch: int = 2
-    snapshot_stable_epochs: int = 0
-    macro_mutations: bool = False
-
-    @classmethod
-    def from_config(cls, config: SearchConfig, start_genome: Genome | None = None) -> TrialSettings:
-        shared = {name: getattr(config, name) for name in cls.__dataclass_fields__ if name != "start_genome"}
-        return cls(**shared, start_genome=start_genome.to_json() if start_genome else None)
-
-    @property
-    def budgets(self) -> dict[str, float]:
-        named = {"latency_ms": self.latency_budget_ms, "peak_memory_mb": self.memory_budget_mb}
-        return {k: v for k, v in named.items() if v is not None}
-
-
-def round_epochs(genome: Genome, settings: TrialSettings) -> int:
+def round_epochs(genome: Genome, settings: SearchConfig) -> int:
     """Epochs of training per round. With macro mutations on, the architecture-aware budget rule: a
     network deeper or narrower than the one the search started from trains proportionally longer
     before it is compared, ``epochs_per_round * (cells / initial cells) * (initial channels / channels)``
@@ -128,11 +83,12 @@ def trial_device() -> torch.device:
     return torch.device("cpu")
 
 
-def seeded_start(splits: DataSplits, settings: TrialSettings, seed: int, count: int | None = None) -> Genome:
+def seeded_start(splits: DataSplits, settings: SearchConfig, seed: int, count: int | None = None,
+                 start_genome: str | None = None) -> Genome:
     """The initial genome plus ``count`` (default ``settings.initial_splits``) random splits, so members
-    start from different architectures. ``settings.start_genome``, when given, replaces the initial genome."""
-    if settings.start_genome:
-        genome = Genome.from_json(settings.start_genome)
+    start from different architectures. ``start_genome`` (JSON), when given, replaces the initial genome."""
+    if start_genome:
+        genome = Genome.from_json(start_genome)
     else:
         genome = initial_genome(splits.input_shape, splits.num_classes, settings.reductions, settings.channels)
     rng = random.Random(seed)
@@ -145,7 +101,8 @@ def seeded_start(splits: DataSplits, settings: TrialSettings, seed: int, count: 
 class SpiderNetTrainable(tune.Trainable):
     def setup(self, config: dict, splits: DataSplits):
         self.splits = splits
-        self.settings = TrialSettings(**config["settings"])
+        self.settings: SearchConfig = config["settings"]
+        self.start_genome: str | None = config["start_genome"]
         self.measured = {}  # architecture -> hardware metrics, shared by the members this actor hosts
         self.device = trial_device()
         resources = self.trial_resources  # None when the trainable is built outside Tune (tests, notebooks)
@@ -192,7 +149,7 @@ class SpiderNetTrainable(tune.Trainable):
 
     def first_genome(self, config: dict) -> Genome:
         """The architecture a new member starts from (the random-search baseline overrides this)."""
-        return seeded_start(self.splits, self.settings, config["seed"])
+        return seeded_start(self.splits, self.settings, config["seed"], start_genome=self.start_genome)
 
     def _supernet(self, genome: Genome, drop_path: float) -> SuperNet:
         s = self.settings
@@ -230,37 +187,37 @@ class SpiderNetTrainable(tune.Trainable):
             val_accuracy, val_loss = 0.0, float("inf")
         with measurement:
             hardware = self._measure()
-        metrics = {"val_accuracy": val_accuracy, **hardware}
-        violation = budget_violation(metrics, s.budgets)
-        report = {
-            **metrics,
-            "val_loss": val_loss,
-            "train_loss": loss,
+        violation = budget_violation({"val_accuracy": val_accuracy, **hardware}, s.budgets)
+        discrete = model.discrete_genome()
+        report = MemberReport(
+            val_accuracy=val_accuracy,
+            val_loss=val_loss,
+            train_loss=loss,
+            **hardware,
             **train.fields("train"),
             **evaluation.fields("eval"),
             **measurement.fields("measure"),
-            "ops_alive": model.genome.ops_alive(),
-            "ops_open": sum(len(ops) for ops in model.open_ops().values()),
-            "ops_deleted": len(removed),
-            "genome": model.discrete_genome().to_json(),
-            "supernet_genome": model.genome.to_json(),
-            "genome_hash": model.discrete_genome().hash,
-            "budget_violation": violation,
-            "feasible": violation == 0 and not diverged,
-            "fitness": val_accuracy - violation,
-            "diverged": bool(diverged),
-            "reason": diverged,
-            "gpus": len(ray.get_gpu_ids()),  # assigned by Ray; compute falls back to CPU without CUDA
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "checkpoint_fallback": self.checkpoint_fallback,
-            "lr": self.config["lr"],
-            "weight_decay": self.config["weight_decay"],
-            "drop_path": self.config["drop_path"],
+            ops_alive=model.genome.ops_alive(),
+            ops_open=sum(len(ops) for ops in model.open_ops().values()),
+            ops_deleted=len(removed),
+            genome=discrete.to_json(),
+            supernet_genome=model.genome.to_json(),
+            genome_hash=discrete.hash,
+            budget_violation=violation,
+            feasible=violation == 0 and not diverged,
+            diverged=bool(diverged),
+            reason=diverged,
+            gpus=len(ray.get_gpu_ids()),  # assigned by Ray; compute falls back to CPU without CUDA
+            node_id=ray.get_runtime_context().get_node_id(),
+            checkpoint_fallback=self.checkpoint_fallback,
+            lr=self.config["lr"],
+            weight_decay=self.config["weight_decay"],
+            drop_path=self.config["drop_path"],
             **self._mutation_fields(),
             **self._extension_fields(epochs, channels_removed),
-        }
+        )
         self.mutation_report, self.checkpoint_fallback, self.snapshots = {}, "", []
-        return report
+        return report.to_result()
 
     def _extension_fields(self, epochs: int, channels_removed: int) -> dict:
         """What the search-space extensions that are on add to a round's report."""
@@ -270,7 +227,7 @@ class SpiderNetTrainable(tune.Trainable):
         if s.channel_search:
             fields["channels_removed"] = channels_removed
         if s.snapshot_stable_epochs:
-            fields["snapshots"] = json.dumps(self.snapshots)  # the scheduler offers each to its Pareto archive
+            fields["snapshots"] = self.snapshots  # the scheduler offers each to its Pareto archive
         return fields
 
     # -- snapshots (gradual pruning's Pareto series) ----------------------------------------------
@@ -315,7 +272,7 @@ class SpiderNetTrainable(tune.Trainable):
     def _mutation_fields(self) -> dict:
         r = self.mutation_report
         return {
-            "mutation": json.dumps(r) if r else "",
+            "mutation": r,
             "parent_trial": r.get("donor", ""),
             "split_applied": bool(r.get("chosen")),
             "split_refused_budget": int(r.get("refused_for_budget", 0)),
@@ -324,29 +281,31 @@ class SpiderNetTrainable(tune.Trainable):
     # -- exploit: clone, then mutate ------------------------------------------------------------
     def _carry_out_mutation(self) -> None:
         """Apply the config's mutation instruction once (a restart from our own checkpoint skips it)."""
-        instruction = self.config.get("mutation")
-        if not instruction or instruction["id"] == self.applied_mutation:
+        if not self.config.get("mutation"):
+            return
+        instruction = MutationInstruction.from_dict(self.config["mutation"])
+        if instruction.id == self.applied_mutation:
             return
         donor_genome = self.model.genome
-        kind = instruction.get("kind", "split")
+        kind = instruction.kind
         done = self._rebuild(instruction) if kind in MACRO_MUTATIONS or kind == "crossover" else {}
         if not done.get("applied"):  # a split: the default, and the fallback of an impossible macro change or crossover
             split = self._split(instruction)
             done = {**done, **split, "reason": done.get("reason", "") + split["reason"],
                     "refused_for_budget": done.get("refused_for_budget", 0) + split["refused_for_budget"]}
-        self.applied_mutation = instruction["id"]
+        self.applied_mutation = instruction.id
         self.stable_epochs = 0  # a new architecture: its pruning has yet to settle
         self.mutation_report = {
-            "id": instruction["id"],
+            "id": instruction.id,
             "kind": kind,
-            "donor": instruction.get("donor", ""),
+            "donor": instruction.donor,
             "chosen": None,
             "donor_genome": donor_genome.to_json(),  # the architecture cloned, and what it grew into
             **done,
             "grown_genome": self.model.genome.to_json(),
         }
 
-    def _split(self, instruction: dict) -> dict:
+    def _split(self, instruction: MutationInstruction) -> dict:
         """Score candidate splits with the proxies and apply the best one that fits the budget."""
         s = self.settings
         decision = choose_split(
@@ -360,7 +319,7 @@ class SpiderNetTrainable(tune.Trainable):
             ntk_samples=s.proxy_samples,
             lrc_side=s.proxy_grid,
             latency_batch_size=s.latency_batch_size,
-            seed=zlib.crc32(instruction["id"].encode()),
+            seed=zlib.crc32(instruction.id.encode()),
         )
         if decision.chosen is not None:
             self.model.apply_split(*decision.chosen)
@@ -372,17 +331,17 @@ class SpiderNetTrainable(tune.Trainable):
             "seconds": decision.seconds,
         }
 
-    def _rebuild(self, instruction: dict) -> dict:
+    def _rebuild(self, instruction: MutationInstruction) -> dict:
         """A macro mutation or a crossover: a new network for the new genome, inheriting every tensor of
         the donor whose name and shape still match (a crossover's cells from the other parent start
         fresh). Not applied, with the reason, when the genome change is impossible or over budget."""
-        kind, s = instruction["kind"], self.settings
+        kind, s = instruction.kind, self.settings
         genome, fresh, started = self.model.genome, (), time.perf_counter()
         try:
             if kind == "crossover":
-                other = Genome.from_json(instruction["other_genome"])
+                other = Genome.from_json(instruction.other_genome)
                 from_other = crossover_cells(min(len(genome.cells), len(other.cells)),
-                                             random.Random(zlib.crc32(instruction["id"].encode())))
+                                             random.Random(zlib.crc32(instruction.id.encode())))
                 child = genome.crossover(other, from_other)
                 fresh = tuple(f"{part}.{k}." for k in sorted(from_other) for part in ("cells", "heads"))
             else:
@@ -407,7 +366,7 @@ class SpiderNetTrainable(tune.Trainable):
                 "reason": f"{kind}: {inherited} tensors inherited, {new} fresh",
                 "seconds": time.perf_counter() - started}
         if kind == "crossover":
-            done.update(other=instruction.get("other", ""), cells_from_other=sorted(from_other))
+            done.update(other=instruction.other, cells_from_other=sorted(from_other))
         return done
 
     # -- checkpoints and actor reuse ------------------------------------------------------------
@@ -416,10 +375,10 @@ class SpiderNetTrainable(tune.Trainable):
         ckpt.save_momentum(self.model, self.optimizer, checkpoint_dir)
         state = {"applied_mutation": self.applied_mutation, "pressure": self.pressure.value,
                  "stable_epochs": self.stable_epochs, "rounds_done": self.iteration}
-        (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps(state))
+        ckpt.save_trainer_state(state, checkpoint_dir)
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        model, state, self.checkpoint_fallback = read_member_checkpoint(Path(checkpoint_dir), self.device)
+        model, state, self.checkpoint_fallback = ckpt.read_member_checkpoint(Path(checkpoint_dir), self.device)
         if self.checkpoint_fallback:
             logger.warning("%s", self.checkpoint_fallback)
             if state["rounds_done"] is not None:
@@ -437,7 +396,7 @@ class SpiderNetTrainable(tune.Trainable):
         self._carry_out_mutation()
 
     def reset_config(self, new_config: dict) -> bool:
-        if TrialSettings(**new_config["settings"]) != self.settings:
+        if (new_config["settings"], new_config["start_genome"]) != (self.settings, self.start_genome):
             return False  # a different search: start a fresh actor
         self.config = new_config
         # A reused actor may start a new member (no restore follows) or receive an exploit (a restore
@@ -470,52 +429,6 @@ def _not_finite(loss: float) -> bool:
     return not math.isfinite(loss)
 
 
-# -- checkpoints on disk --------------------------------------------------------------------------
-def read_member_checkpoint(directory: Path, device: torch.device) -> tuple[CellNetwork, dict, str]:
-    """The network and trainer state saved in ``directory``, and a note that is empty unless it was unreadable.
-
-    A corrupt or truncated checkpoint falls back to the newest readable one saved before it beside it
-    (Ray keeps a trial's last few as ``checkpoint_<index>``; a checkpoint downloaded from remote storage
-    has no such neighbours). Weights are read with safetensors only, never unpickled. With no readable
-    checkpoint the first CheckpointError is raised and Ray's failure handling takes over.
-    """
-    errors = []
-    for candidate in [directory, *earlier_checkpoints(directory)]:
-        try:
-            model = ckpt.load_checkpoint(candidate, device)
-            state = {**_read_trainer_state(candidate), "momentum": ckpt.read_momentum(candidate)}
-        except ckpt.CheckpointError as exc:
-            errors.append(exc)
-            continue
-        note = f"{errors[0]}; restored the earlier {candidate.name} instead" if errors else ""
-        return model, state, note
-    raise errors[0]
-
-
-def earlier_checkpoints(directory: Path) -> list[Path]:
-    """The checkpoints Ray saved for the same trial before ``directory``, newest first."""
-    match = CHECKPOINT_DIR.fullmatch(directory.name)
-    if not match:
-        return []
-    found = []
-    for path in directory.parent.iterdir():
-        other = CHECKPOINT_DIR.fullmatch(path.name)
-        if other and int(other[1]) < int(match[1]) and path.is_dir():
-            found.append((int(other[1]), path))
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def _read_trainer_state(directory: Path) -> dict:
-    try:
-        state = json.loads((directory / STATE_FILE).read_text())
-        rounds_done = state.get("rounds_done")  # absent in checkpoints of earlier versions, as stable_epochs
-        return {"pressure": float(state["pressure"]), "applied_mutation": state["applied_mutation"],
-                "stable_epochs": int(state.get("stable_epochs", 0)),
-                "rounds_done": None if rounds_done is None else int(rounds_done)}
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise ckpt.CheckpointError(f"checkpoint {directory}: unreadable {STATE_FILE} ({exc!r})") from None
-
-
 def _first_member(trial_id: str) -> bool:
     return trial_id.endswith("_00000")  # Tune numbers a run's trials <run>_00000, <run>_00001, ...
 
@@ -530,7 +443,8 @@ def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dic
     """The trial config Tune samples per member; PBT perturbs lr, weight_decay and drop_path.
     ``start_genome`` (read from ``config.genome`` by the launcher) replaces the initial genome."""
     return {
-        "settings": asdict(TrialSettings.from_config(config, start_genome)),
+        "settings": config,
+        "start_genome": start_genome.to_json() if start_genome else None,
         "lr": tune.loguniform(config.lr / 2, config.lr * 2),
         "weight_decay": tune.loguniform(config.weight_decay / 3, config.weight_decay * 3),
         "drop_path": config.drop_path,

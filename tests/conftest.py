@@ -1,23 +1,14 @@
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-SHARED_FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-
-def load_benchmark(name: str):
-    """The module of ``benchmarks/<name>.py``. Its folder goes on the path first: the scripts import their
-    sibling provenance.py, as when run from there."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def pytest_collection_modifyitems(items):
+    """Tests that start a real local Ray (through the ``ray_local`` fixture) carry the ``ray`` marker, so
+    ``-m "not ray and not subprocess"`` leaves the fast unit tests."""
+    for item in items:
+        if "ray_local" in item.fixturenames:
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +32,3 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def launch_into_temp(tmp_path_factory, name: str, flags: list[str]):
-    """``launch.main(flags)`` into a fresh storage path as experiment ``name``: (exit code, run folder)."""
-    from spidernet_ray import launch
-
-    storage = tmp_path_factory.mktemp("runs")
-    code = launch.main(flags + ["--storage-path", str(storage), "--name", name])
-    return code, storage / name

@@ -16,6 +16,8 @@ import pytest
 
 from spidernet_ray.genome import initial_genome
 
+pytestmark = pytest.mark.subprocess
+
 SMALL = ["--dataset", "synthetic", "--channels", "4", "--reductions", "1", "--batch-size", "32"]
 GENOME = initial_genome((1, 8, 8), 10, reductions=1, channels=4).to_dict()
 
@@ -67,6 +69,9 @@ CASES = {
     "gpus per trial above num gpus": (["--num-gpus", "1", "--gpus-per-trial", "2"], {}, "--gpus-per-trial 2 exceeds"),
     # flags: paths and experiments
     "storage path under a file": (["--storage-path", "{dir}/file.txt/runs"], {"file.txt": "x"}, "is not a folder"),
+    # root passes os.access on these: only a real write tells
+    "storage path under slash proc": (["--storage-path", "/proc/spidernet-runs"], {}, "cannot write in /proc"),
+    "storage path on read-only slash sys": (["--storage-path", "/sys/spidernet-runs"], {}, "cannot write in /sys"),
     "experiment exists": (["--name", "taken"], {"runs/taken/search_config.json": "{}"},
                           "already exists: pass --resume"),
     "resume without a name": (["--resume"], {}, "--resume needs --name"),

@@ -10,9 +10,8 @@ from spidernet_ray.baselines import handwritten_genome, max_random_splits, rando
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import load_dataset
 from spidernet_ray.genome import Genome
-from spidernet_ray.trainable import TrialSettings
 
-from conftest import launch_into_temp
+from helpers import launch_into_temp
 
 TINY = ["--dataset", "synthetic", "--population", "3", "--rounds", "3", "--epochs-per-round", "1", "--channels", "4",
         "--reductions", "1", "--batch-size", "32", "--seed", "1"]
@@ -24,7 +23,7 @@ def internal_nodes(genome: Genome) -> int:
 
 def test_random_members_start_from_every_size_the_search_can_reach():
     splits = load_dataset("synthetic", seed=0)
-    settings = TrialSettings.from_config(SearchConfig(reductions=1, channels=4, rounds=4, initial_splits=2))
+    settings = SearchConfig(reductions=1, channels=4, rounds=4, initial_splits=2)
     assert max_random_splits(settings) == 2 + 4 - 1
     start_nodes = settings.reductions + 1  # the initial genome: one internal node per cell; a split adds one
     sizes = {internal_nodes(random_start(splits, settings, seed)) - start_nodes for seed in range(60)}
@@ -71,8 +70,8 @@ def test_stock_pbt_trains_the_handwritten_network_and_reports_the_search_metrics
     rows = pq.read_table(path / "trials.parquet").to_pylist()
     assert len({r["trial_id"] for r in rows}) == 3
     splits = load_dataset("synthetic", seed=1)
-    settings = TrialSettings.from_config(SearchConfig(reductions=1, channels=4, rounds=3, epochs_per_round=1,
-                                                      batch_size=32))
+    settings = SearchConfig(reductions=1, channels=4, rounds=3, epochs_per_round=1,
+                                                      batch_size=32)
     fixed = handwritten_genome(splits, settings)
     for row in rows:
         assert 0 <= row["val_accuracy"] <= 1
@@ -91,7 +90,7 @@ def test_the_handwritten_network_is_as_large_as_a_search_member_at_the_start():
     from spidernet_ray.trainable import seeded_start
 
     splits = load_dataset("digits", seed=0)
-    settings = TrialSettings.from_config(SearchConfig(channels=8, reductions=2))
+    settings = SearchConfig(channels=8, reductions=2)
     fixed = handwritten_genome(splits, settings)
     start = count_params(DiscreteNet(seeded_start(splits, settings, seed=0)))
     assert {len(e.ops) for cell in fixed.cells for e in cell.edges} == {1}  # one operation per edge, no search

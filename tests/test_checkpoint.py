@@ -87,7 +87,7 @@ def test_a_pickle_in_place_of_the_weights_is_refused_without_running_it(trained,
 
 def member_checkpoints(trained, folder, count):
     """``count`` checkpoints as Ray lays out a trial's: checkpoint_000000, checkpoint_000001, ..."""
-    from spidernet_ray.trainable import STATE_FILE
+    from spidernet_ray.checkpoint import TRAINER_STATE_FILE as STATE_FILE
 
     net = trained[0]
     paths = []
@@ -101,7 +101,7 @@ def member_checkpoints(trained, folder, count):
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_newest_readable_one_before_it(trained, tmp_path):
-    from spidernet_ray.trainable import STATE_FILE, read_member_checkpoint
+    from spidernet_ray.checkpoint import TRAINER_STATE_FILE as STATE_FILE, read_member_checkpoint
 
     first, second, third = member_checkpoints(trained, tmp_path, 3)
     weights = third / "weights.safetensors"
@@ -114,7 +114,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_newest_readable_one_before_it(tr
 
 
 def test_a_readable_checkpoint_restores_without_a_note(trained, tmp_path):
-    from spidernet_ray.trainable import read_member_checkpoint
+    from spidernet_ray.checkpoint import read_member_checkpoint
 
     *_, last = member_checkpoints(trained, tmp_path, 2)
     model, _, note = read_member_checkpoint(last, "cpu")
@@ -122,7 +122,7 @@ def test_a_readable_checkpoint_restores_without_a_note(trained, tmp_path):
 
 
 def test_without_a_readable_checkpoint_the_first_error_is_raised(trained, tmp_path):
-    from spidernet_ray.trainable import read_member_checkpoint
+    from spidernet_ray.checkpoint import read_member_checkpoint
 
     for path in member_checkpoints(trained, tmp_path, 2):
         (path / "genome.json").write_text("{")

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import BENCHMARKS, load_benchmark
+from helpers import BENCHMARKS, load_benchmark
 
 compare = load_benchmark("compare")
 

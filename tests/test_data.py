@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from spidernet_ray import data
 from spidernet_ray.data import (
     Batches,
     DataError,
@@ -25,6 +24,7 @@ from spidernet_ray.data import (
     make_loaders,
     random_crop,
     register_dataset,
+    registry,
 )
 
 FASHION_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
@@ -138,7 +138,8 @@ def load_numbered(root, *, seed, download) -> RawDataset:
 
 @pytest.fixture
 def numbered(monkeypatch) -> str:
-    monkeypatch.setattr(data, "_DATASETS", dict(data._DATASETS))  # registrations vanish after the test
+    # The registry module, not the package: register_dataset and load_dataset look _DATASETS up there.
+    monkeypatch.setattr(registry, "_DATASETS", dict(registry._DATASETS))  # registrations vanish after the test
     register_dataset("numbered")(load_numbered)
     return "numbered"
 

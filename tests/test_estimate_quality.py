@@ -7,9 +7,12 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from conftest import BENCHMARKS, load_benchmark
+from helpers import BENCHMARKS, load_benchmark
 from spidernet_ray.genome import initial_genome
+
+pytestmark = pytest.mark.subprocess
 
 estimate_quality = load_benchmark("estimate_quality")
 

@@ -5,7 +5,6 @@ and crossover as a second kind of exploit."""
 import json
 import random
 import types
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -16,9 +15,10 @@ from spidernet_ray.config import SearchConfig, read_config_file
 from spidernet_ray.data import load_dataset
 from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_genome
 from spidernet_ray.results import pareto_front, snapshot_rows
+from spidernet_ray.strategies import build_strategy
 from spidernet_ray.scheduler import SpiderNetScheduler
 from spidernet_ray.supernet import DiscreteNet, SuperNet, inherit_weights
-from spidernet_ray.trainable import SpiderNetTrainable, TrialSettings, crossover_cells, round_epochs
+from spidernet_ray.trainable import SpiderNetTrainable, crossover_cells, round_epochs
 
 INPUT = (1, 8, 8)
 EXTENSION_KEYS = ("channel_search", "gradual_pruning", "prune_per_epoch", "snapshot_stable_epochs", "macro_mutations",
@@ -150,13 +150,13 @@ def test_a_changed_network_inherits_every_tensor_whose_name_and_shape_still_fit(
 
 
 def test_deeper_or_narrower_networks_train_proportionally_more_epochs_per_round(genome):
-    settings = TrialSettings.from_config(SearchConfig(reductions=1, channels=4, epochs_per_round=2,
-                                                      macro_mutations=True))
+    settings = SearchConfig(reductions=1, channels=4, epochs_per_round=2,
+                                                      macro_mutations=True)
     assert round_epochs(genome, settings) == 2
     assert round_epochs(genome.add_cell(), settings) == 3  # 2 * 3/2 cells
     assert round_epochs(genome.with_channels(2), settings) == 4  # 2 * 4/2 channels
     assert round_epochs(genome.with_channels(8), settings) == 2  # never fewer than epochs_per_round
-    assert round_epochs(genome.add_cell(), TrialSettings.from_config(SearchConfig(reductions=1, channels=4))) == 2
+    assert round_epochs(genome.add_cell(), SearchConfig(reductions=1, channels=4)) == 2
 
 
 def test_crossover_children_are_valid_and_mix_the_cells_of_both_parents(genome):
@@ -240,7 +240,7 @@ def member(splits, mutation=None, **options):
 
     config = SearchConfig(reductions=1, channels=4, batch_size=32, epochs_per_round=2, initial_splits=1, pressure=0.0,
                           **options)
-    return Member({"settings": asdict(TrialSettings.from_config(config)), "lr": 0.05, "weight_decay": 3e-4,
+    return Member({"settings": config, "start_genome": None, "lr": 0.05, "weight_decay": 3e-4,
                    "drop_path": 0.0, "seed": 3, "mutation": mutation})
 
 
@@ -355,11 +355,9 @@ def test_channel_search_alone_is_on_by_default_and_each_extension_is_set_by_flag
                               "--storage-path", str(tmp_path)])
     config = launch.resolve_config(args)
     assert [getattr(config, key) for key in EXTENSION_KEYS] == [True, True, 1, 2, True, True]
-    settings = TrialSettings.from_config(config)
-    assert settings.channel_search and settings.snapshot_stable_epochs == 2 and settings.macro_mutations
-    scheduler = launch.strategy_scheduler(config, tmp_path)
+    scheduler = build_strategy(config, tmp_path).scheduler
     assert scheduler.macro_probability > 0 and scheduler.crossover_probability > 0
-    plain = launch.strategy_scheduler(defaults, tmp_path)
+    plain = build_strategy(defaults, tmp_path).scheduler
     assert plain.macro_probability == plain.crossover_probability == 0
     toml = tmp_path / "run.toml"
     toml.write_text("channel_search = true\nsnapshot_stable_epochs = 3\ncrossover = true\n")

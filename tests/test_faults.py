@@ -25,6 +25,8 @@ from ray.tune import ExperimentAnalysis
 from spidernet_ray import launch
 from spidernet_ray.pareto import ParetoArchive
 
+pytestmark = pytest.mark.subprocess
+
 SMALL = ["--dataset", "synthetic", "--channels", "4", "--reductions", "1", "--batch-size", "32",
          "--epochs-per-round", "1", "--population", "2", "--seed", "1"]
 TIGHT_MEMORY_MB = 1.0  # above the smallest network's floor (0.3 MB here), below every grown network (3+ MB)

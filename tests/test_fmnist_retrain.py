@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BENCHMARKS, load_benchmark
+from helpers import BENCHMARKS, load_benchmark
+
+pytestmark = pytest.mark.subprocess
 
 fmnist_retrain = load_benchmark("fmnist_retrain")
 

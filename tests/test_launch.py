@@ -14,7 +14,9 @@ import pytest
 from spidernet_ray import launch
 from spidernet_ray.genome import Genome
 
-from conftest import launch_into_temp
+from helpers import launch_into_temp
+
+pytestmark = pytest.mark.ray
 
 TINY = ["--dataset", "synthetic", "--candidates-per-cell", "3", "--epochs-per-round", "1", "--channels", "4",
         "--reductions", "1", "--batch-size", "32", "--seed", "1"]
@@ -164,7 +166,8 @@ def test_num_gpus_above_the_cluster_is_refused(ray_local, tmp_path, capsys):
 def test_a_genome_file_sets_the_network_and_every_member_starts_from_it(tmp_path):
     from spidernet_ray.data import load_dataset
     from spidernet_ray.genome import initial_genome
-    from spidernet_ray.trainable import TrialSettings, param_space, seeded_start
+    from spidernet_ray.config import read_genome_file
+    from spidernet_ray.trainable import param_space, seeded_start
 
     start = initial_genome((1, 8, 8), 10, reductions=1, channels=4)
     start = start.split_edge(0, *start.candidate_splits(0)[0])
@@ -172,5 +175,5 @@ def test_a_genome_file_sets_the_network_and_every_member_starts_from_it(tmp_path
     config = launch.resolve_config(launch.parse_args(
         ["--dataset", "synthetic", "--genome", str(tmp_path / "start.json"), "--initial-splits", "0"]))
     assert (config.reductions, config.channels) == (1, 4)
-    settings = TrialSettings(**param_space(config, launch.read_genome_file(config.genome))["settings"])
-    assert seeded_start(load_dataset("synthetic"), settings, seed=0) == start
+    space = param_space(config, read_genome_file(config.genome))
+    assert seeded_start(load_dataset("synthetic"), space["settings"], seed=0, start_genome=space["start_genome"]) == start

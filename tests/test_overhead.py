@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import load_benchmark
+from helpers import load_benchmark
 
 overhead = load_benchmark("overhead")
 

@@ -6,7 +6,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from spidernet_ray import report
+from spidernet_ray import report as report_cli
+from spidernet_ray import reporting as report
 from spidernet_ray.genome import initial_genome
 from spidernet_ray.results import GENEALOGY_TYPES, pareto_front, to_table
 
@@ -143,8 +144,8 @@ def test_retrained_rows_add_their_table_and_figure(tmp_path):
 
 
 def test_command_line_writes_the_report_or_fails_in_one_line(tmp_path, capsys):
-    assert report.main([str(tmp_path / "missing")]) == 2
+    assert report_cli.main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     run_dir = make_run_dir(tmp_path / "run", rounds=2)
-    assert report.main([str(run_dir), "--hv-latency-ms", "10"]) == 0
+    assert report_cli.main([str(run_dir), "--hv-latency-ms", "10"]) == 0
     assert "latency 10 ms" in (run_dir / "report.md").read_text()

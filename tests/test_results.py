@@ -32,6 +32,7 @@ from spidernet_ray.results import (
     read_rows,
     write_results,
 )
+from spidernet_ray.rundir import atomic_write
 
 OBJECTIVES = ("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb")
 BUDGETS = {"latency_ms": 10.0, "peak_memory_mb": 100.0}
@@ -286,7 +287,7 @@ def test_a_failed_write_keeps_the_previous_file_whole(tmp_path):
         raise RuntimeError("driver died")
 
     with pytest.raises(RuntimeError):
-        results._atomic_write(target, crash_midway)
+        atomic_write(target, crash_midway)
     assert target.read_text() == "previous"
     assert [path.name for path in tmp_path.iterdir()] == ["summary.md"]
 

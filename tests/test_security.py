@@ -12,7 +12,9 @@ import pytest
 
 KEEP_RAY_UP = """
 import sys
-from spidernet_ray.launch import start_ray
+from spidernet_ray.tuner import start_ray
+
+pytestmark = pytest.mark.subprocess
 start_ray(None, 1, 0, 0, dashboard=sys.argv[1] == "on")
 print("up", flush=True)
 sys.stdin.readline()

@@ -1,0 +1,123 @@
+"""The registry of search strategies (``--strategy``): a name -> a builder of the trainable class and
+the Tune scheduler for a config, timm-style. ``spidernet_ray.tuner.build_tuner`` looks a config's
+strategy up here; a benchmark registers its own variant with the same decorator.
+
+Builders import Ray and the trainables only when called, so the config can list and check the names
+without importing Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spidernet_ray.config import SearchConfig
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a strategy runs: a ``tune.Trainable`` class, a Tune scheduler (None: FIFO), and whether it
+    keeps sampling new members until the run's time budget ends (``population`` at a time) instead of
+    training exactly ``population`` members."""
+
+    trainable: type
+    scheduler: Any = None
+    endless: bool = False
+
+
+StrategyBuilder = Callable[["SearchConfig", Path], Strategy]  # (config, run directory) -> Strategy
+_STRATEGIES: dict[str, StrategyBuilder] = {}
+
+
+def register_strategy(name: str) -> Callable[[StrategyBuilder], StrategyBuilder]:
+    def register(builder: StrategyBuilder) -> StrategyBuilder:
+        _STRATEGIES[name] = builder
+        return builder
+
+    return register
+
+
+def strategy_names() -> list[str]:
+    return list(_STRATEGIES)
+
+
+def build_strategy(config: SearchConfig, run_dir: Path) -> Strategy:
+    return _STRATEGIES[config.strategy](config, run_dir)
+
+
+def _perturbed(config: SearchConfig) -> dict:
+    """What PBT-style strategies perturb on exploit."""
+    from ray import tune
+
+    return {
+        "lr": tune.loguniform(config.lr / 4, config.lr * 4),
+        "weight_decay": tune.loguniform(config.weight_decay / 10, config.weight_decay * 10),
+    }
+
+
+def spidernet_scheduler(config: SearchConfig, run_dir: Path, scheduler_class: type | None = None):
+    """The search's Pareto scheduler for ``config`` (``scheduler_class``: a subclass to use instead)."""
+    from ray import tune
+
+    from spidernet_ray.rundir import STATE_FILE
+    from spidernet_ray.scheduler import SpiderNetScheduler
+
+    return (scheduler_class or SpiderNetScheduler)(
+        objectives=config.objectives,
+        budgets=config.budgets,
+        state_path=run_dir / STATE_FILE,
+        quantile_fraction=config.quantile_fraction,
+        hyperparam_mutations={**_perturbed(config), "drop_path": tune.uniform(0.0, 0.3)},
+        macro_probability=config.macro_probability if config.macro_mutations else 0.0,
+        crossover_probability=config.crossover_probability if config.crossover else 0.0,
+        seed=config.seed,
+    )
+
+
+def stock_pbt_scheduler(config: SearchConfig, scheduler_class: type | None = None):
+    """Ray Tune's PopulationBasedTraining over lr and weight decay (``scheduler_class``: a subclass)."""
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    return (scheduler_class or PopulationBasedTraining)(
+        time_attr="training_iteration", metric="val_accuracy", mode="max", perturbation_interval=1,
+        quantile_fraction=config.quantile_fraction, hyperparam_mutations=_perturbed(config))
+
+
+@register_strategy("spidernet")
+def spidernet(config: SearchConfig, run_dir: Path) -> Strategy:
+    """The Pareto population search (spidernet_ray.scheduler)."""
+    from spidernet_ray.trainable import SpiderNetTrainable
+
+    return Strategy(SpiderNetTrainable, spidernet_scheduler(config, run_dir))
+
+
+@register_strategy("random")
+def random_search(config: SearchConfig, run_dir: Path) -> Strategy:
+    """Random architectures from the search's space, its training recipe, no scheduler."""
+    from spidernet_ray.baselines import RandomSearchTrainable
+
+    return Strategy(RandomSearchTrainable, endless=config.time_budget_s is not None)
+
+
+@register_strategy("random_asha")
+def random_asha(config: SearchConfig, run_dir: Path) -> Strategy:
+    """Random search under Ray Tune's ASHA early stopping: members that trail at a rung stop, and new
+    random members take their place until the time budget (or the population, without one) is spent."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from spidernet_ray.baselines import RandomSearchTrainable
+
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
+                              max_t=config.rounds, grace_period=1, reduction_factor=2)
+    return Strategy(RandomSearchTrainable, scheduler, endless=config.time_budget_s is not None)
+
+
+@register_strategy("pbt")
+def stock_pbt(config: SearchConfig, run_dir: Path) -> Strategy:
+    """Ray Tune's stock PopulationBasedTraining on one fixed hand-written network."""
+    from spidernet_ray.baselines import StockPBTTrainable
+
+    return Strategy(StockPBTTrainable, stock_pbt_scheduler(config))

@@ -1,0 +1,130 @@
+"""The one entry point from a run description to Ray Tune: ``build_tuner`` makes the Tuner of a config's
+strategy (spidernet_ray.strategies), ``run_search`` runs it and writes the results. The launcher, the
+benchmarks and a notebook all go through here.
+
+    config = SearchConfig(population=4, rounds=6).validate()
+    code = run_search(config)  # results in config.experiment_path
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from spidernet_ray import results
+from spidernet_ray.config import ConfigError, SearchConfig, read_genome_file, write_run_config
+from spidernet_ray.data import DataSplits, load_dataset
+from spidernet_ray.genome import Genome, GenomeError, initial_genome
+from spidernet_ray.preflight import check_before_ray, check_cluster, check_reachable
+from spidernet_ray.progress import search_callback
+from spidernet_ray.rundir import restore_cut_short_snapshots
+from spidernet_ray.strategies import build_strategy
+from spidernet_ray.trainable import param_space
+
+# A strategy that samples new members until its time budget ends runs at most this many in all.
+ENDLESS_SAMPLES = 100_000
+
+
+def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbose: int,
+              dashboard: bool = False) -> None:
+    """Attach to ``address`` or start a local Ray; a Ray already running is kept.
+
+    A local Ray's dashboard is off unless asked for, and then listens on 127.0.0.1 only: it can run
+    code on the cluster. (Ray's minimal dashboard process, without the web UI, also binds 127.0.0.1.)
+    """
+    import ray
+
+    if ray.is_initialized():
+        return  # a caller (a test, a notebook) already chose the cluster
+    quiet = verbose == 0
+    if address:
+        from ray.exceptions import AuthenticationError
+
+        check_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING)
+        except AuthenticationError:
+            raise ConfigError(f"--address {address}: the cluster wants its auth token; set RAY_AUTH_TOKEN or "
+                              "RAY_AUTH_TOKEN_PATH, or copy it to ~/.ray/auth_token (see README)") from None
+        except ConnectionError as exc:
+            raise ConfigError(f"--address {address}: {str(exc).strip().splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=logging.WARNING)
+
+
+def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None,
+                callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
+    """The Tuner of ``config``'s strategy on ``splits`` (on ``--resume``, the stopped one restored).
+    ``start_genome`` replaces the initial genome of every member; ``callbacks`` join the search's own."""
+    path = config.experiment_path
+    strategy = build_strategy(config, path)
+    trainable = tune.with_resources(tune.with_parameters(strategy.trainable, splits=splits),
+                                    {"cpu": config.cpus_per_trial, "gpu": config.trial_gpus})
+    if config.resume:
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(config, start_genome),
+        tune_config=tune.TuneConfig(
+            scheduler=strategy.scheduler,
+            num_samples=ENDLESS_SAMPLES if strategy.endless else config.population,
+            max_concurrent_trials=config.population if strategy.endless else None,
+            time_budget_s=config.time_budget_s,
+            reuse_actors=True,
+            search_alg=BasicVariantGenerator(random_state=config.seed),
+        ),
+        run_config=tune.RunConfig(
+            name=config.name,
+            storage_path=str(path.parent),
+            stop={"training_iteration": config.rounds},
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
+            failure_config=tune.FailureConfig(max_failures=3),
+            callbacks=[search_callback(config), *callbacks],
+            verbose=config.verbose,
+        ),
+    )
+
+
+def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) -> int:
+    """Check, start Ray, search, write the results (``results.write_results``); 0 when every member
+    finished, 1 when some ended with an error. Bad input raises ConfigError, DataError or GenomeError
+    before anything is written."""
+    splits = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction,
+                          subset=config.subset, download=config.download)
+    base = initial_genome(splits.input_shape, splits.num_classes, config.reductions, config.channels)
+    start = None
+    if config.genome and not config.resume:
+        start = base = read_genome_file(config.genome)
+        if (start.input_shape, start.num_classes) != (splits.input_shape, splits.num_classes):
+            raise GenomeError(f"{config.genome} is a genome for inputs {start.input_shape} and {start.num_classes} "
+                              f"classes; {config.dataset} has {splits.input_shape} and {splits.num_classes}")
+    check_before_ray(config, base)
+    if config.resume:
+        restore_cut_short_snapshots(config.experiment_path)
+    start_ray(config.address, config.num_cpus, config.num_gpus, config.verbose, config.dashboard)
+    check_cluster(config)  # an attached cluster can only be judged once connected (nothing written yet)
+    if config.verbose == 0:
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        # Ray's storage sync warns about files a paused trial has not written yet: noise for users.
+        logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
+    path = config.experiment_path
+    if not config.resume:
+        path.mkdir(parents=True, exist_ok=True)
+        write_run_config(config)
+    tuner = build_tuner(config, splits, start, callbacks)
+    print(f"searching: {config.population} members x {config.rounds} rounds on {config.dataset} -> {path}",
+          flush=True)
+    grid = tuner.fit()
+    summary = results.write_results(path, config.objectives, config.budgets)
+    print(summary.table_markdown)
+    print(f"results: {path}")
+    errors = [r.error for r in grid if r.error]
+    if errors:
+        print(f"{len(errors)} trial(s) ended with an error; see {path}", file=sys.stderr)
+        return 1
+    return 0
