@@ -16,7 +16,6 @@ epochs per round).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -47,7 +46,6 @@ from spidernet_ray.train import (
     refresh_optimizer,
     train_epoch,
 )
-
 
 logger = logging.getLogger(__name__)
 

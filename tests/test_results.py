@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from spidernet_ray import results
 from spidernet_ray.results import (
     format_front_table,
     hypervolume_of,
