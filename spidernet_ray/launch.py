@@ -22,10 +22,9 @@ from spidernet_ray.config import ConfigError, OneLineArgumentParser, SearchConfi
 from spidernet_ray.data import DataError, list_datasets, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.pareto import nondominated_sort, objective_matrix, parse_objectives
-from spidernet_ray.results import ROWS_FILE
+from spidernet_ray.results import ROWS_FILE, STATE_FILE
 
 CONFIG_FILE = "search_config.json"
-STATE_FILE = "scheduler_state.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -183,15 +182,26 @@ class RoundProgress:
         print(line, flush=True)  # sys.stdout looked up now: the callback is pickled with the experiment
 
 
-def search_callback(config: SearchConfig):
+def search_callback(config: SearchConfig, scheduler=None):
     """Records every reported row in ``rows.jsonl`` (appended, so a resumed search keeps the rows of
-    the first run) and prints the per-round progress line."""
+    the first run), then commits the scheduler's state, and prints the per-round progress line.
+
+    Tune hands each result to the scheduler first and snapshots the experiment after the callbacks:
+    committing the state after the row means a killed driver leaves no exploit or archive entry
+    without its row, and no exploit in Ray's snapshot that the state lacks.
+    """
     from ray import tune
+
+    if hasattr(scheduler, "commit_state"):  # the Pareto scheduler; the baselines' keep no state file
+        scheduler.commit_after_rows = True
+    else:
+        scheduler = None
 
     class _SearchCallback(tune.Callback):
         def __init__(self):
             self.progress = RoundProgress(config)
             self.rows_path = config.experiment_path / ROWS_FILE
+            self.scheduler = scheduler  # pickled with the Tuner in one piece: the same object Tune restores
             self.state_copies: dict[str, tuple] = {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -203,6 +213,8 @@ def search_callback(config: SearchConfig):
                 self.tail_checked = True
             with self.rows_path.open("a") as f:
                 f.write(json.dumps(result, default=str) + "\n")
+            if self.scheduler is not None:
+                self.scheduler.commit_state()
             self.progress.add(trial.trial_id, result)
             keep_good_state_copies(config.experiment_path, self.state_copies)
 
@@ -476,11 +488,12 @@ def run(config: SearchConfig) -> int:
     else:
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=1))
+        scheduler = strategy_scheduler(config, path)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(config, start),
             tune_config=tune.TuneConfig(
-                scheduler=strategy_scheduler(config, path),
+                scheduler=scheduler,
                 num_samples=config.population,
                 reuse_actors=True,
                 search_alg=BasicVariantGenerator(random_state=config.seed),
@@ -491,7 +504,7 @@ def run(config: SearchConfig) -> int:
                 stop={"training_iteration": config.rounds},
                 checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
                 failure_config=tune.FailureConfig(max_failures=3),
-                callbacks=[search_callback(config)],
+                callbacks=[search_callback(config, scheduler)],
                 verbose=config.verbose,
             ),
         )

@@ -3,7 +3,7 @@
 After ``tuner.fit()`` the launcher calls ``write_results(experiment_dir, objectives, budgets)`` on
 Ray's experiment directory ``<storage>/<name>/``. It holds one sub-directory per trial, the
 launcher's ``rows.jsonl`` (one JSON object per reported round of any trial) and the scheduler's
-``scheduler_state.json``. This module reads them (no Ray import) and writes, in the same directory:
+``scheduler/state.json``. This module reads them (no Ray import) and writes, in the same directory:
 
     trials.parquet     every reported row of every trial
     pareto.parquet     the Pareto front of feasible architectures (one row per architecture)
@@ -46,7 +46,11 @@ logger = logging.getLogger(__name__)
 # Every reported row, appended by the launcher's callback. Ray's own per-trial result.json is not
 # used: it loses rows when a paused trial moves to another actor and its folder is re-synced.
 ROWS_FILE = "rows.jsonl"
-STATE_FILE = "scheduler_state.json"
+# Not a .json file at the top of the run directory: on --resume Ray copies every such file into its
+# staging folder and uploads the copies back over the originals at each snapshot, so a state the
+# scheduler rewrote after the resume would be put back to what it was when the resume started.
+STATE_FILE = "scheduler/state.json"
+LEGACY_STATE_FILE = "scheduler_state.json"  # where runs before the move kept it
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
 GENEALOGY_FILE = "genealogy.parquet"
@@ -84,7 +88,7 @@ RAY_TYPES: dict[str, pa.DataType] = {
 }
 GENEALOGY_TYPES: dict[str, pa.DataType] = {
     "time": _F, "round": _I, "child": _S, "donor": _S, "donor_genome_hash": _S,
-    "mutation_id": _S, "mutation_kind": _S, "lr": _F, "weight_decay": _F, "drop_path": _F,
+    "mutation_id": _S, "mutation_kind": _S, "lr": _F, "weight_decay": _F, "drop_path": _F, "undone": _B,
 }
 COLUMN_TYPES = {**ROW_TYPES, **RAY_TYPES, **GENEALOGY_TYPES}
 
@@ -175,10 +179,11 @@ def read_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def read_state(experiment_dir: str | os.PathLike) -> dict[str, Any]:
     """The scheduler's saved state, or an empty one (no genealogy) when the file is missing."""
-    path = Path(experiment_dir) / STATE_FILE
-    if not path.exists():
-        return {"genealogy": [], "archive": None, "scores": {}}
-    return json.loads(path.read_text())
+    for name in (STATE_FILE, LEGACY_STATE_FILE):
+        path = Path(experiment_dir) / name
+        if path.exists():
+            return json.loads(path.read_text())
+    return {"genealogy": [], "archive": None, "scores": {}}
 
 
 def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -190,6 +195,7 @@ def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
         flat = {key: entry.get(key) for key in GENEALOGY_TYPES}
         flat["mutation_id"] = mutation.get("id")
         flat["mutation_kind"] = mutation.get("kind")
+        flat["undone"] = bool(entry.get("undone"))
         entries.append(flat)
     return entries
 

@@ -1,7 +1,7 @@
 """Specification of the results writer: rows, the Pareto front, parquet files, plot and summary.
 
 The experiment directory is a hand-made copy of a run's layout: one directory per trial (Ray's),
-the launcher's rows.jsonl (every reported row, JSON lines) and the scheduler's scheduler_state.json. Its rows are
+the launcher's rows.jsonl (every reported row, JSON lines) and the scheduler's scheduler/state.json. Its rows are
 chosen so the front is known:
 
     trial A  r1  h1  acc 0.80  lat  5  mem 50   same architecture as r2, dominated by it
@@ -117,7 +117,8 @@ def make_experiment(root, with_state=True):
             "archive": {"objectives": list(OBJECTIVES), "entries": []},
             "scores": {},
         }
-        (experiment_dir / "scheduler_state.json").write_text(json.dumps(state))
+        (experiment_dir / results.STATE_FILE).parent.mkdir()
+        (experiment_dir / results.STATE_FILE).write_text(json.dumps(state))
     return experiment_dir
 
 
@@ -163,6 +164,11 @@ def test_read_rows_reads_nan_and_infinity_tokens(experiment_dir):
 
 def test_read_rows_of_a_run_without_rows_is_empty(tmp_path):
     assert read_rows(tmp_path) == []
+
+
+def test_the_state_of_a_run_from_before_it_moved_is_still_read(experiment_dir):
+    (experiment_dir / results.STATE_FILE).rename(experiment_dir / results.LEGACY_STATE_FILE)
+    assert [entry["mutation_id"] for entry in read_genealogy(experiment_dir)] == [MUTATION["id"]]
 
 
 # The front
@@ -236,7 +242,7 @@ def test_genealogy_parquet_reads_back_the_exploits_with_the_mutation_flattened(w
     assert entries == [{
         "time": 1_700_000_100.5, "round": 2, "child": TRIAL_B, "donor": TRIAL_A, "donor_genome_hash": "h1",
         "mutation_id": MUTATION["id"], "mutation_kind": "split", "lr": 0.04, "weight_decay": 2e-4,
-        "drop_path": 0.0,
+        "drop_path": 0.0, "undone": False,
     }]
 
 
