@@ -79,6 +79,8 @@ ROW_TYPES: dict[str, pa.DataType] = {
     "budget_violation": _F, "feasible": _B, "fitness": _F, "diverged": _B, "reason": _S,
     "lr": _F, "weight_decay": _F, "drop_path": _F,
     "mutation": _S, "parent_trial": _S, "split_applied": _B, "split_refused_budget": _I,
+    # derived from the order rows were reported in (see mark_history)
+    "redone": _B, "cloned_from": _S,
     "config_lr": _F, "config_weight_decay": _F, "config_drop_path": _F, "config_seed": _I,
 }
 RAY_TYPES: dict[str, pa.DataType] = {
@@ -153,20 +155,63 @@ def _flatten(row: Mapping[str, Any], trial_dir: str) -> dict[str, Any]:
     return flat
 
 
+def read_reported_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of rows.jsonl as the members reported them (nested config kept), in the order reported,
+    each marked by ``mark_history``."""
+    path = Path(experiment_dir) / ROWS_FILE
+    rows = _read_result_file(path) if path.exists() else []
+    mark_history(rows)
+    return rows
+
+
+def mutation_id(row: Mapping[str, Any]) -> str | None:
+    """The id of the mutation instruction the row's member carried out before the round, if it did."""
+    try:
+        report = json.loads(row.get("mutation") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        return None
+    return report.get("id") if isinstance(report, dict) else None
+
+
+def mark_history(rows: Sequence[dict[str, Any]]) -> None:
+    """Mark each row, given in the order reported, with what a reader of the table cannot see otherwise.
+
+    ``cloned_from``: the donor the member was cloned from just before this round. PBT gives a clone
+    its donor's round count, so a member's rounds jump ahead or back at a clone.
+    ``redone``: the member reported this round already, since its last clone: it went back to an
+    earlier checkpoint (a resumed driver, a restarted worker, a checkpoint that failed to load). A clone
+    carried out again after such a restart is redone too.
+    """
+    furthest: dict[Any, int] = {}  # trial -> highest round reported since its last clone
+    carried: dict[Any, set] = {}  # trial -> mutation ids it carried out
+    for row in rows:
+        trial, iteration = row.get("trial_id"), row.get("training_iteration")
+        iteration = iteration if _is_finite_number(iteration) else 0
+        mutation = mutation_id(row)
+        if mutation:
+            row["cloned_from"] = row.get("parent_trial") or ""
+            row["redone"] = mutation in carried.setdefault(trial, set())
+            carried[trial].add(mutation)
+            furthest[trial] = iteration
+        else:
+            row["cloned_from"] = ""
+            row["redone"] = iteration <= furthest.get(trial, 0)
+            furthest[trial] = max(iteration, furthest.get(trial, 0))
+
+
 def read_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every reported row of every trial (from rows.jsonl), flat, sorted by (trial_id, training_iteration).
 
     Each row gains ``trial_dir`` (the trial's directory name, where Ray keeps its checkpoints) and
-    loses the nested ``config``, of which lr, weight_decay, drop_path and seed are kept as
-    ``config_*`` columns.
+    ``redone`` and ``cloned_from`` (see ``mark_history``), and loses the nested ``config``, of which
+    lr, weight_decay, drop_path and seed are kept as ``config_*`` columns.
     """
     experiment_dir = Path(experiment_dir)
-    path = experiment_dir / ROWS_FILE
-    if not path.exists():
+    if not (experiment_dir / ROWS_FILE).exists():
         return []
     dirs = [d.name for d in trial_dirs(experiment_dir)]
     keyed = []
-    for line_index, row in enumerate(_read_result_file(path)):
+    for line_index, row in enumerate(read_reported_rows(experiment_dir)):
         trial_dir = next((name for name in dirs if f"_{row.get('trial_id')}_" in name), "")
         flat = _flatten(row, trial_dir)
         iteration = flat.get("training_iteration")

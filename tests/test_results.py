@@ -166,6 +166,25 @@ def test_read_rows_of_a_run_without_rows_is_empty(tmp_path):
     assert read_rows(tmp_path) == []
 
 
+def test_a_redone_round_and_a_clone_are_marked_in_the_order_reported():
+    clone = {"mutation": json.dumps({"id": "m1", "donor": TRIAL_A}), "parent_trial": TRIAL_A}
+    rows = [row(TRIAL_B, i, "h", 0.5, 1.0, 1.0) for i in (1, 2, 3, 2, 3, 4)]  # back to round 1's checkpoint
+    rows += [row(TRIAL_B, 6, "h", 0.5, 1.0, 1.0, **clone),  # cloned from A at A's round 5
+             row(TRIAL_B, 6, "h", 0.5, 1.0, 1.0, **clone),  # restarted before it checkpointed: cloned again
+             row(TRIAL_B, 7, "h", 0.5, 1.0, 1.0)]
+    results.mark_history(rows)
+    assert [(r["training_iteration"], r["redone"], r["cloned_from"]) for r in rows] == [
+        (1, False, ""), (2, False, ""), (3, False, ""), (2, True, ""), (3, True, ""), (4, False, ""),
+        (6, False, TRIAL_A), (6, True, TRIAL_A), (7, False, "")]
+
+
+def test_trials_parquet_says_which_rows_are_redone_or_clones(written):
+    experiment_dir, _ = written
+    trials = pq.read_table(experiment_dir / "trials.parquet").to_pylist()
+    marks = [(r["training_iteration"], r["redone"], r["cloned_from"]) for r in trials if r["trial_id"] == TRIAL_B]
+    assert marks == [(1, False, ""), (2, False, ""), (3, False, TRIAL_A), (4, False, "")]
+
+
 def test_the_state_of_a_run_from_before_it_moved_is_still_read(experiment_dir):
     (experiment_dir / results.STATE_FILE).rename(experiment_dir / results.LEGACY_STATE_FILE)
     assert [entry["mutation_id"] for entry in read_genealogy(experiment_dir)] == [MUTATION["id"]]
