@@ -1,6 +1,7 @@
 """The run report: ``report.md`` in a run directory, with the figures it links under ``report/``.
 
     python -m spidernet_ray.report <run dir> [--hv-latency-ms 20]
+    python -m spidernet_ray.report <run dir> --check     # is the run's record whole? (spidernet_ray.verify)
 
 Reads what a search wrote (``trials.parquet``, ``pareto.parquet``, ``genealogy.parquet``,
 ``search_config.json``) and, when present, what ``spidernet_ray.retrain`` wrote
@@ -731,7 +732,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spidernet_ray.report", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a search's run directory (<storage-path>/<name>)")
     p.add_argument("--hv-latency-ms", type=float, help="latency of the hypervolume reference point")
+    p.add_argument("--check", action="store_true",
+                   help="check that the run's record is whole instead (rows, genealogy, archive, tables, "
+                   "checkpoints): one line per violation and exit 1, or one line of ok")
     args = p.parse_args(argv)
+    if args.check:
+        return check(args.run_dir)
     try:
         path = write_report(args.run_dir, args.hv_latency_ms)
     except ReportError as exc:
@@ -739,6 +745,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(path)
     return 0
+
+
+def check(run_dir: str) -> int:
+    from spidernet_ray.verify import check_run
+
+    if not Path(run_dir).is_dir():
+        print(f"spidernet_ray.report: error: run directory {run_dir} does not exist", file=sys.stderr)
+        return 2
+    result = check_run(run_dir)
+    print("\n".join(result.violations) if result.violations else result.summary)
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
