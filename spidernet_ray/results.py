@@ -3,7 +3,7 @@
 After ``tuner.fit()`` the launcher calls ``write_results(experiment_dir, objectives, budgets)`` on
 Ray's experiment directory ``<storage>/<name>/``. It holds one sub-directory per trial, the
 launcher's ``rows.jsonl`` (one JSON object per reported round of any trial) and the scheduler's
-``scheduler_state.json``. This module reads them (no Ray import) and writes, in the same directory:
+``scheduler/state.json``. This module reads them (no Ray import) and writes, in the same directory:
 
     trials.parquet     every reported row of every trial
     pareto.parquet     the Pareto front of feasible architectures (one row per architecture)
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from spidernet_ray.record import REPORT_TYPES, decode
 from spidernet_ray.rundir import (
     GENEALOGY_FILE,
+    LEGACY_STATE_FILE,
     PARETO_FILE,
     PLOT_FILE,
     ROWS_FILE,
@@ -68,6 +69,8 @@ _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 # unknown column, gets a type inferred from its values instead (strings as the last resort).
 ROW_TYPES: dict[str, pa.DataType] = {
     "trial_id": _S, "trial_dir": _S, "training_iteration": _I, **REPORT_TYPES,
+    # derived from the order rows were reported in (see mark_history)
+    "redone": _B, "cloned_from": _S,
     "config_lr": _F, "config_weight_decay": _F, "config_drop_path": _F, "config_seed": _I,
 }
 RAY_TYPES: dict[str, pa.DataType] = {
@@ -77,7 +80,7 @@ RAY_TYPES: dict[str, pa.DataType] = {
 }
 GENEALOGY_TYPES: dict[str, pa.DataType] = {
     "time": _F, "round": _I, "child": _S, "donor": _S, "donor_genome_hash": _S,
-    "mutation_id": _S, "mutation_kind": _S, "lr": _F, "weight_decay": _F, "drop_path": _F,
+    "mutation_id": _S, "mutation_kind": _S, "lr": _F, "weight_decay": _F, "drop_path": _F, "undone": _B,
 }
 COLUMN_TYPES = {**ROW_TYPES, **RAY_TYPES, **GENEALOGY_TYPES}
 
@@ -142,20 +145,59 @@ def _flatten(row: Mapping[str, Any], trial_dir: str) -> dict[str, Any]:
     return flat
 
 
+def read_reported_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of rows.jsonl as the members reported them (nested config kept), in the order reported,
+    each marked by ``mark_history``."""
+    path = Path(experiment_dir) / ROWS_FILE
+    rows = _read_result_file(path) if path.exists() else []
+    mark_history(rows)
+    return rows
+
+
+def mutation_id(row: Mapping[str, Any]) -> str | None:
+    """The id of the mutation instruction the row's member carried out before the round, if it did."""
+    return decode(row, "mutation").get("id")
+
+
+def mark_history(rows: Sequence[dict[str, Any]]) -> None:
+    """Mark each row, given in the order reported, with what a reader of the table cannot see otherwise.
+
+    ``cloned_from``: the donor the member was cloned from just before this round. PBT gives a clone
+    its donor's round count, so a member's rounds jump ahead or back at a clone.
+    ``redone``: the member reported this round already, since its last clone: it went back to an
+    earlier checkpoint (a resumed driver, a restarted worker, a checkpoint that failed to load). A clone
+    carried out again after such a restart is redone too.
+    """
+    furthest: dict[Any, int] = {}  # trial -> highest round reported since its last clone
+    carried: dict[Any, set] = {}  # trial -> mutation ids it carried out
+    for row in rows:
+        trial, iteration = row.get("trial_id"), row.get("training_iteration")
+        iteration = iteration if is_finite_number(iteration) else 0
+        mutation = mutation_id(row)
+        if mutation:
+            row["cloned_from"] = row.get("parent_trial") or ""
+            row["redone"] = mutation in carried.setdefault(trial, set())
+            carried[trial].add(mutation)
+            furthest[trial] = iteration
+        else:
+            row["cloned_from"] = ""
+            row["redone"] = iteration <= furthest.get(trial, 0)
+            furthest[trial] = max(iteration, furthest.get(trial, 0))
+
+
 def read_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every reported row of every trial (from rows.jsonl), flat, sorted by (trial_id, training_iteration).
 
     Each row gains ``trial_dir`` (the trial's directory name, where Ray keeps its checkpoints) and
-    loses the nested ``config``, of which lr, weight_decay, drop_path and seed are kept as
-    ``config_*`` columns.
+    ``redone`` and ``cloned_from`` (see ``mark_history``), and loses the nested ``config``, of which
+    lr, weight_decay, drop_path and seed are kept as ``config_*`` columns.
     """
     experiment_dir = Path(experiment_dir)
-    path = experiment_dir / ROWS_FILE
-    if not path.exists():
+    if not (experiment_dir / ROWS_FILE).exists():
         return []
     dirs = [d.name for d in trial_dirs(experiment_dir)]
     keyed = []
-    for line_index, row in enumerate(_read_result_file(path)):
+    for line_index, row in enumerate(read_reported_rows(experiment_dir)):
         trial_dir = next((name for name in dirs if f"_{row.get('trial_id')}_" in name), "")
         flat = _flatten(row, trial_dir)
         iteration = flat.get("training_iteration")
@@ -168,10 +210,11 @@ def read_rows(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def read_state(experiment_dir: str | os.PathLike) -> dict[str, Any]:
     """The scheduler's saved state, or an empty one (no genealogy) when the file is missing."""
-    path = Path(experiment_dir) / STATE_FILE
-    if not path.exists():
-        return {"genealogy": [], "archive": None, "scores": {}}
-    return json.loads(path.read_text())
+    for name in (STATE_FILE, LEGACY_STATE_FILE):
+        path = Path(experiment_dir) / name
+        if path.exists():
+            return json.loads(path.read_text())
+    return {"genealogy": [], "archive": None, "scores": {}}
 
 
 def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -183,6 +226,7 @@ def read_genealogy(experiment_dir: str | os.PathLike) -> list[dict[str, Any]]:
         flat = {key: entry.get(key) for key in GENEALOGY_TYPES}
         flat["mutation_id"] = mutation.get("id")
         flat["mutation_kind"] = mutation.get("kind")
+        flat["undone"] = bool(entry.get("undone"))
         entries.append(flat)
     return entries
 

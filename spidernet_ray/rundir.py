@@ -5,7 +5,7 @@ Ray's own files (its experiment snapshots, one folder per trial with its checkpo
 
     search_config.json    the run description (config.SearchConfig), written before the search starts
     rows.jsonl            every reported row, appended as it reaches the driver
-    scheduler_state.json  the scheduler's genealogy, Pareto archive and scores (read back on resume)
+    scheduler/state.json  the scheduler's genealogy, Pareto archive and scores (read back on resume)
     trials.parquet, pareto.parquet, genealogy.parquet, pareto.png, summary.md   written at the end (results)
     report.md, report/    spidernet_ray.report
     retrain/              spidernet_ray.retrain: retrain.parquet, retrain.md, one folder per model
@@ -27,7 +27,11 @@ CONFIG_FILE = "search_config.json"
 # Every reported row, appended by the launcher's callback. Ray's own per-trial result.json is not
 # used: it loses rows when a paused trial moves to another actor and its folder is re-synced.
 ROWS_FILE = "rows.jsonl"
-STATE_FILE = "scheduler_state.json"
+# Not a .json file at the top of the run directory: on --resume Ray copies every such file into its
+# staging folder and uploads the copies back over the originals at each snapshot, so a state the
+# scheduler rewrote after the resume would be put back to what it was when the resume started.
+STATE_FILE = "scheduler/state.json"
+LEGACY_STATE_FILE = "scheduler_state.json"  # where runs before the move kept it
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
 GENEALOGY_FILE = "genealogy.parquet"

@@ -16,11 +16,15 @@ What changes from stock PBT, each in one protected hook:
   time, so that Tune keeps paused members' actors for reuse (see the method).
 
 Ray does not save scheduler state, so it is written to ``state_path`` (JSON) after every change and
-read back from there on construction. Usable from any plain ``tune.Tuner``:
+read back from there on construction and on ``Tuner.restore``. Keep it out of the top level of Ray's
+experiment directory as a ``.json`` or ``.pkl`` file: on restore Ray copies those into its staging
+folder and uploads the copies back over them at every snapshot. Exploits that Ray's snapshot did not
+record when the driver stopped are undone by the restore and marked so (``on_trial_add``). Usable from
+any plain ``tune.Tuner``:
 
     scheduler = SpiderNetScheduler(
         hyperparam_mutations={"lr": tune.loguniform(1e-3, 1e-1)},
-        state_path="/runs/my-search/scheduler_state.json",
+        state_path="/runs/my-search/scheduler/state.json",
     )
     tuner = tune.Tuner(tune.with_parameters(SpiderNetTrainable, splits=splits), param_space=space,
                        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=8, reuse_actors=True))
@@ -91,6 +95,10 @@ class SpiderNetScheduler(PopulationBasedTraining):
         self.archive = ParetoArchive(self.objectives)
         self.genealogy: list[dict] = []
         self.scores: dict[str, dict] = {}  # trial id -> latest objectives, violation, rank
+        # Set by whoever records every result (the launcher's callback): it calls commit_state after
+        # writing each row, so the state file never holds a result whose row a killed driver lost.
+        self.commit_after_rows = False
+        self._uncommitted = False
         if self.state_path and self.state_path.exists():
             self._load_state()
 
@@ -151,6 +159,28 @@ class SpiderNetScheduler(PopulationBasedTraining):
 
     def _diverged(self, trial: Trial) -> bool:
         return self.scores[trial.trial_id]["diverged"]
+
+    # -- restore ----------------------------------------------------------------------------------
+    def on_trial_add(self, tune_controller, trial: Trial):
+        super().on_trial_add(tune_controller, trial)
+        self._mark_undone(trial)
+
+    def _mark_undone(self, trial: Trial) -> None:
+        """A trial that Tune restores carries the last mutation instruction its snapshot recorded. Its
+        exploits recorded after that one were undone with the driver: the member goes on from before
+        them. They stay in the genealogy, marked ``undone``, as the member may have reported rounds
+        under them before the stop. (A new trial has no exploits; a live one carries its last.)"""
+        exploits = [entry for entry in self.genealogy if entry["child"] == trial.trial_id]
+        ids = [entry["mutation"]["id"] for entry in exploits]
+        carried = (trial.config.get("mutation") or {}).get("id")
+        if carried is not None and carried not in ids:
+            return  # an instruction this state never gave: nothing here to judge it by
+        after = ids.index(carried) + 1 if carried else 0
+        undone = [entry for entry in exploits[after:] if not entry.get("undone")]
+        for entry in undone:
+            entry["undone"] = True
+        if undone:
+            self._write_state(now=True)  # read off Ray's snapshot, not a result: no row to wait for
 
     # -- exploit ----------------------------------------------------------------------------------
     def _checkpoint_or_exploit(self, trial, tune_controller, upper_quantile, lower_quantile):
@@ -232,16 +262,28 @@ class SpiderNetScheduler(PopulationBasedTraining):
     def state(self) -> dict:
         return {"genealogy": self.genealogy, "archive": self.archive.to_dict(), "scores": self.scores}
 
-    def _write_state(self) -> None:
-        if self.state_path is None:
+    def _write_state(self, now: bool = False) -> None:
+        """After every change: write the state, or leave it to the next ``commit_state``."""
+        self._uncommitted = True
+        if now or not self.commit_after_rows:
+            self.commit_state()
+
+    def commit_state(self) -> None:
+        """Write the state file if it changed. Tune hands a result to the scheduler before its callbacks
+        and snapshots the experiment after both; a callback that records the row and then calls this
+        leaves no moment at which the state is ahead of the rows or behind the snapshot."""
+        if self.state_path is None or not self._uncommitted:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.state_path, json.dumps(self.state(), default=_json_default))
+        self._uncommitted = False
 
     def __setstate__(self, state: dict) -> None:
         # Tuner.restore unpickles the scheduler as it was when the experiment started; the state
         # file written since then is the truth.
         self.__dict__.update(state)
+        self.__dict__.setdefault("commit_after_rows", False)  # pickled before these existed
+        self._uncommitted = False
         if self.state_path and self.state_path.exists():
             self._load_state()
 

@@ -84,7 +84,7 @@ def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome |
             stop={"training_iteration": config.rounds},
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
             failure_config=tune.FailureConfig(max_failures=3),
-            callbacks=[search_callback(config), *callbacks],
+            callbacks=[search_callback(config, strategy.scheduler), *callbacks],
             verbose=config.verbose,
         ),
     )

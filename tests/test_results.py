@@ -1,7 +1,7 @@
 """Specification of the results writer: rows, the Pareto front, parquet files, plot and summary.
 
 The experiment directory is a hand-made copy of a run's layout: one directory per trial (Ray's),
-the launcher's rows.jsonl (every reported row, JSON lines) and the scheduler's scheduler_state.json. Its rows are
+the launcher's rows.jsonl (every reported row, JSON lines) and the scheduler's scheduler/state.json. Its rows are
 chosen so the front is known:
 
     trial A  r1  h1  acc 0.80  lat  5  mem 50   same architecture as r2, dominated by it
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from spidernet_ray import results, rundir
 from spidernet_ray.results import (
     format_front_table,
     hypervolume_of,
@@ -117,7 +118,8 @@ def make_experiment(root, with_state=True):
             "archive": {"objectives": list(OBJECTIVES), "entries": []},
             "scores": {},
         }
-        (experiment_dir / "scheduler_state.json").write_text(json.dumps(state))
+        (experiment_dir / rundir.STATE_FILE).parent.mkdir()
+        (experiment_dir / rundir.STATE_FILE).write_text(json.dumps(state))
     return experiment_dir
 
 
@@ -163,6 +165,30 @@ def test_read_rows_reads_nan_and_infinity_tokens(experiment_dir):
 
 def test_read_rows_of_a_run_without_rows_is_empty(tmp_path):
     assert read_rows(tmp_path) == []
+
+
+def test_a_redone_round_and_a_clone_are_marked_in_the_order_reported():
+    clone = {"mutation": json.dumps({"id": "m1", "donor": TRIAL_A}), "parent_trial": TRIAL_A}
+    rows = [row(TRIAL_B, i, "h", 0.5, 1.0, 1.0) for i in (1, 2, 3, 2, 3, 4)]  # back to round 1's checkpoint
+    rows += [row(TRIAL_B, 6, "h", 0.5, 1.0, 1.0, **clone),  # cloned from A at A's round 5
+             row(TRIAL_B, 6, "h", 0.5, 1.0, 1.0, **clone),  # restarted before it checkpointed: cloned again
+             row(TRIAL_B, 7, "h", 0.5, 1.0, 1.0)]
+    results.mark_history(rows)
+    assert [(r["training_iteration"], r["redone"], r["cloned_from"]) for r in rows] == [
+        (1, False, ""), (2, False, ""), (3, False, ""), (2, True, ""), (3, True, ""), (4, False, ""),
+        (6, False, TRIAL_A), (6, True, TRIAL_A), (7, False, "")]
+
+
+def test_trials_parquet_says_which_rows_are_redone_or_clones(written):
+    experiment_dir, _ = written
+    trials = pq.read_table(experiment_dir / "trials.parquet").to_pylist()
+    marks = [(r["training_iteration"], r["redone"], r["cloned_from"]) for r in trials if r["trial_id"] == TRIAL_B]
+    assert marks == [(1, False, ""), (2, False, ""), (3, False, TRIAL_A), (4, False, "")]
+
+
+def test_the_state_of_a_run_from_before_it_moved_is_still_read(experiment_dir):
+    (experiment_dir / rundir.STATE_FILE).rename(experiment_dir / rundir.LEGACY_STATE_FILE)
+    assert [entry["mutation_id"] for entry in read_genealogy(experiment_dir)] == [MUTATION["id"]]
 
 
 # The front
@@ -236,7 +262,7 @@ def test_genealogy_parquet_reads_back_the_exploits_with_the_mutation_flattened(w
     assert entries == [{
         "time": 1_700_000_100.5, "round": 2, "child": TRIAL_B, "donor": TRIAL_A, "donor_genome_hash": "h1",
         "mutation_id": MUTATION["id"], "mutation_kind": "split", "lr": 0.04, "weight_decay": 2e-4,
-        "drop_path": 0.0,
+        "drop_path": 0.0, "undone": False,
     }]
 
 

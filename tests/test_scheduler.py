@@ -117,6 +117,31 @@ def test_an_unpickled_scheduler_reloads_its_state_file(tmp_path):
     assert set(restored.scores) == {"a", "b"}
 
 
+def test_with_commit_after_rows_the_state_is_written_only_on_commit(tmp_path):
+    """The launcher's callback records each row and then commits: the state file is never ahead of the rows."""
+    scheduler = make_scheduler(tmp_path)
+    scheduler.commit_after_rows = True
+    report(scheduler, {"a": member(0.9, 1.0, 1.0)})
+    assert not (tmp_path / "state.json").exists()
+    scheduler.commit_state()
+    assert set(json.loads((tmp_path / "state.json").read_text())["scores"]) == {"a"}
+
+
+def test_a_restored_member_s_exploits_after_the_instruction_it_carries_are_marked_undone(tmp_path):
+    """The driver stopped after exploits 2 and 3 were recorded but before Ray's snapshot had them: the
+    member Tune restores carries instruction 1 and goes on from there."""
+    scheduler = make_scheduler(tmp_path)
+    scheduler.genealogy = [{"child": "b", "donor": "a", "mutation": {"id": i}} for i in ("1", "2", "3")]
+    scheduler.genealogy.insert(1, {"child": "c", "donor": "a", "mutation": {"id": "c1"}})
+    scheduler._write_state()
+    restored = make_scheduler(tmp_path)
+    restored.on_trial_add(CONTROLLER, Trial("__fake", trial_id="b", config={"mutation": {"id": "1"}}, stub=True))
+    restored.on_trial_add(CONTROLLER, Trial("__fake", trial_id="c", config={"mutation": {"id": "c1"}}, stub=True))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [(e["mutation"]["id"], bool(e.get("undone"))) for e in state["genealogy"]] == [
+        ("1", False), ("c1", False), ("2", True), ("3", True)]
+
+
 @pytest.mark.parametrize("bad", [["max:val_accuracy", "fastest:latency_ms"], []])
 def test_bad_objectives_are_refused(bad, tmp_path):
     with pytest.raises(ValueError):
