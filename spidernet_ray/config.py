@@ -80,7 +80,7 @@ class SearchConfig:
     drop_path: float = setting(0.0, "drop-path probability")
     momentum: float = setting(0.9, "SGD momentum")
     gate: str = setting("hard", "pruning gate: hard or sigmoid")
-    pressure: float = setting(1e-3, "initial resource-pressure coefficient (members draw theirs from "
+    pressure: float = setting(3e-2, "initial resource-pressure coefficient (members draw theirs from "
                               "[p/3, 3 p]); 0 turns it off")
     pressure_mu: float = setting(1.0, "weight of an op's cost in the gate pressure")
     pressure_cost: str = setting("latency", "what the gate pressure weighs an op by: latency (measured per op "
