@@ -80,8 +80,16 @@ class SearchConfig:
     drop_path: float = setting(0.0, "drop-path probability")
     momentum: float = setting(0.9, "SGD momentum")
     gate: str = setting("hard", "pruning gate: hard or sigmoid")
-    pressure: float = setting(1e-3, "initial resource-pressure coefficient; 0 turns it off")
+    pressure: float = setting(3e-2, "initial resource-pressure coefficient (members draw theirs from "
+                              "[p/3, 3 p]); 0 turns it off")
     pressure_mu: float = setting(1.0, "weight of an op's cost in the gate pressure")
+    pressure_cost: str = setting("latency", "what the gate pressure weighs an op by: latency (measured per op "
+                                 "once per actor) or params")
+    start_ops: int = setting(3, "candidate ops per edge of a member's starting supernet, drawn per member "
+                             "(0: every op)")
+    mutation_candidates: int = setting(4, "cell mutations a clone draws and ranks by estimated latency")
+    proxies: bool = setting(False, "a clone scores candidate splits with the NTK / linear-region proxies "
+                            "instead of cheap latency estimates (slow)")
     deadhead_window: int = setting(1, "epochs over which gate-open counts are pooled")
     initial_splits: int = setting(2, "random splits per member at the start, so the population starts diverse")
     candidates_per_cell: int = setting(2, "candidate splits scored per cell on a mutation")
@@ -150,8 +158,8 @@ class SearchConfig:
         from spidernet_ray.strategies import strategy_names
 
         positive_ints = ["reductions", "channels", "population", "rounds", "epochs_per_round", "batch_size",
-                         "deadhead_window", "candidates_per_cell", "latency_batch_size", "prune_per_epoch",
-                         "proxy_inits", "proxy_samples", "proxy_grid"]
+                         "deadhead_window", "candidates_per_cell", "mutation_candidates", "latency_batch_size",
+                         "prune_per_epoch", "proxy_inits", "proxy_samples", "proxy_grid"]
         for name in positive_ints:
             value = getattr(self, name)
             if name == "reductions" and value == 0:
@@ -162,7 +170,7 @@ class SearchConfig:
             if not is_finite_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{flag_name(name)} must be a positive number, got {getattr(self, name)!r}")
         for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits",
-                     "snapshot_stable_epochs"]:
+                     "snapshot_stable_epochs", "start_ops"]:
             if not is_finite_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{flag_name(name)} must be a non-negative number, got {getattr(self, name)!r}")
         for name in ["latency_budget_ms", "memory_budget_mb", "cpus_per_trial", "gpus_per_trial", "num_cpus", "subset",
@@ -185,6 +193,8 @@ class SearchConfig:
             raise ConfigError(f"--quantile-fraction must be in (0, 0.5], got {self.quantile_fraction!r}")
         if self.strategy not in strategy_names():
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(strategy_names())}")
+        if self.pressure_cost not in ("latency", "params"):
+            raise ConfigError(f"--pressure-cost must be latency or params, got {self.pressure_cost!r}")
         if self.gate not in GATES:
             raise ConfigError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)}")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):

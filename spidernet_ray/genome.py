@@ -9,19 +9,27 @@ Genomes never change in place: ``split_edge`` (growth) and ``remove_op`` (prunin
 and so do the search-space extensions: ``with_widths`` (channel search narrows an op's hidden width,
 recorded per edge only where it differs from the cell's channels), ``macro_mutation`` (add or remove a
 cell, widen or narrow the initial channels) and ``crossover`` (cells from two parents).
+
+A clone's mutations are registered by name (``register_mutation``, timm-style) and move both ways:
+``split`` and ``add_op`` grow, ``drop_op`` and ``remove_node`` shrink, ``swap_op`` replaces an op.
+``fill_the_gap`` picks among candidate children by a cheap estimate (LEMONADE's cheap objectives first).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+
+from typing import Callable, Iterator
 
 from spidernet_ray.ops import OPS, WIDTH_SITES
 
 FORMAT_VERSION = 1
 MACRO_MUTATIONS = ("add_cell", "remove_cell", "widen", "narrow")
+GROW_OPS = 2  # candidate ops on each edge of a split's new path: growth stays cheap to train
 WIDTH_STEP = 1.5  # widen multiplies the initial channels by this, narrow divides by it
 
 
@@ -321,6 +329,45 @@ class Genome:
             raise GenomeError(f"cell {cell}: removing {op} from {src}->{dst} disconnects the output")
         return self._with_cell(cell, pruned.without_orphans())
 
+    def add_op(self, cell: int, src: int, dst: int, op: str) -> Genome:
+        """Growth: one more candidate op on an existing edge."""
+        c = self._cell(cell)
+        edge = c.edge(src, dst)
+        if op in edge.ops:
+            raise GenomeError(f"cell {cell}: edge {src}->{dst} already has {op!r}")
+        return self._with_cell(cell, _replace_edge(c, replace(edge, ops=edge.ops + (op,))))
+
+    def drop_op(self, cell: int, src: int, dst: int, op: str) -> Genome:
+        """Shrinking: drop one op from an edge that keeps at least one (``remove_op`` may empty it)."""
+        if len(self._cell(cell).edge(src, dst).ops) < 2:
+            raise GenomeError(f"cell {cell}: edge {src}->{dst} has only one op")
+        return self.remove_op(cell, src, dst, op)
+
+    def swap_op(self, cell: int, src: int, dst: int, old: str, new: str) -> Genome:
+        """Replace op ``old`` of an edge by ``new`` (not already there)."""
+        return self.add_op(cell, src, dst, new).remove_op(cell, src, dst, old)
+
+    def remove_node(self, cell: int, node: int) -> Genome:
+        """Shrinking: delete an internal node with its edges (raises when that disconnects the output)."""
+        c = self._cell(cell)
+        if node not in c.nodes:
+            raise GenomeError(f"cell {cell} has no internal node {node}")
+        pruned = replace(c, nodes=tuple(n for n in c.nodes if n != node),
+                         edges=tuple(e for e in c.edges if node not in e.key))
+        if c.output not in pruned.reachable_from_inputs():
+            raise GenomeError(f"cell {cell}: removing node {node} disconnects the output")
+        return self._with_cell(cell, pruned.without_orphans())
+
+    def op_sites(self) -> Iterator[tuple[str, int, int, tuple[int, int]]]:
+        """(op, channels, stride, input resolution) of every op: what a per-op cost table is keyed by."""
+        for k, c in enumerate(self.cells):
+            in_res, out_res = self.cell_resolution(max(k - 1, 0)), self.cell_resolution(k)
+            for e in c.edges:
+                from_input = e.src in c.inputs
+                stride = 2 if c.reduction and from_input else 1
+                for op in e.ops:
+                    yield op, self.cell_channels(k), stride, in_res if from_input else out_res
+
     def with_channels(self, channels: int) -> Genome:
         """The same cells at another initial width; narrowed ops keep their share of the cell's channels."""
         if not self.has_widths():
@@ -401,6 +448,100 @@ class Genome:
         return replace(self, cells=tuple(cells))
 
 
+def _replace_edge(cell: Cell, edge: Edge) -> Cell:
+    return replace(cell, edges=tuple(edge if e.key == edge.key else e for e in cell.edges))
+
+
+# -- the mutation registry ------------------------------------------------------------------------
+# A mutation draws its own site with ``rng`` and returns the child genome, or raises GenomeError when
+# the genome offers it no site (a shrink of a network already minimal).
+Mutation = Callable[[Genome, random.Random], Genome]
+MUTATIONS: dict[str, Mutation] = {}
+
+
+def register_mutation(name: str) -> Callable[[Mutation], Mutation]:
+    """Decorator: register a mutation under ``name`` (names are unique)."""
+
+    def register(mutation: Mutation) -> Mutation:
+        if name in MUTATIONS:
+            raise ValueError(f"mutation {name!r} is already registered")
+        MUTATIONS[name] = mutation
+        return mutation
+
+    return register
+
+
+def mutate(genome: Genome, name: str, rng: random.Random) -> Genome:
+    try:
+        mutation = MUTATIONS[name]
+    except KeyError:
+        raise GenomeError(f"unknown mutation {name!r}; known: {', '.join(sorted(MUTATIONS))}") from None
+    return mutation(genome, rng)
+
+
+def _edges(genome: Genome, keep: Callable[[Edge], bool] = lambda e: True) -> list[tuple[int, Edge]]:
+    sites = [(k, e) for k, c in enumerate(genome.cells) for e in c.edges if keep(e)]
+    if not sites:
+        raise GenomeError("no edge offers a site for this mutation")
+    return sites
+
+
+@register_mutation("split")
+def grow_split(genome: Genome, rng: random.Random) -> Genome:
+    """A new path beside an edge, each new edge with GROW_OPS random candidates (the supernet starts the
+    path at zero output, so the child computes its parent's function)."""
+    k, e = rng.choice(_edges(genome))
+    return genome.split_edge(k, e.src, e.dst, tuple(rng.sample(sorted(OPS), min(GROW_OPS, len(OPS)))))
+
+
+@register_mutation("add_op")
+def grow_op(genome: Genome, rng: random.Random) -> Genome:
+    k, e = rng.choice(_edges(genome, lambda e: len(e.ops) < len(OPS)))
+    return genome.add_op(k, e.src, e.dst, rng.choice([op for op in sorted(OPS) if op not in e.ops]))
+
+
+@register_mutation("drop_op")
+def shrink_op(genome: Genome, rng: random.Random) -> Genome:
+    k, e = rng.choice(_edges(genome, lambda e: len(e.ops) > 1))
+    return genome.drop_op(k, e.src, e.dst, rng.choice(e.ops))
+
+
+@register_mutation("swap_op")
+def swap_op(genome: Genome, rng: random.Random) -> Genome:
+    k, e = rng.choice(_edges(genome, lambda e: len(e.ops) < len(OPS)))
+    return genome.swap_op(k, e.src, e.dst, rng.choice(e.ops), rng.choice([op for op in sorted(OPS) if op not in e.ops]))
+
+
+@register_mutation("remove_node")
+def shrink_node(genome: Genome, rng: random.Random) -> Genome:
+    sites = [(k, n) for k, c in enumerate(genome.cells) for n in c.nodes]
+    rng.shuffle(sites)
+    for k, node in sites:
+        try:
+            return genome.remove_node(k, node)
+        except GenomeError:
+            continue  # this node carries the cell's only path
+    raise GenomeError("no internal node can go without disconnecting its cell")
+
+
+def fill_the_gap(estimates: list[float], front: list[float]) -> int:
+    """Index of the candidate whose estimate lies deepest inside the largest gap of the front's values
+    (LEMONADE: cheap objectives first). Outside the front's range counts as a gap as wide as the
+    distance to its nearest end, so an empty or one-point front favours the candidate farthest away."""
+    points = sorted(front)
+
+    def room(x: float) -> float:
+        if not points:
+            return 0.0
+        below = [p for p in points if p <= x]
+        above = [p for p in points if p >= x]
+        if not below or not above:
+            return abs(x - (points[0] if not below else points[-1]))
+        return min(x - below[-1], above[0] - x)
+
+    return max(range(len(estimates)), key=lambda i: room(estimates[i]))
+
+
 def _edge_dict(e: Edge) -> dict:
     data = {"src": e.src, "dst": e.dst, "ops": list(e.ops)}
     if e.widths:  # only narrowed ops are written, so genomes without channel search keep their JSON and hash
@@ -408,12 +549,15 @@ def _edge_dict(e: Edge) -> dict:
     return data
 
 
-def _initial_cell(index: int, candidates: tuple[str, ...] | None = None) -> Cell:
-    """Cell ``index`` in its initial form: every input feeds one internal node, which feeds the output."""
+def _initial_cell(index: int, candidates: tuple[str, ...] | None = None,
+                  draw: Callable[[], tuple[str, ...]] | None = None) -> Cell:
+    """Cell ``index`` in its initial form: every input feeds one internal node, which feeds the output.
+    ``draw`` (sparse starts) gives each edge its own ops instead of ``candidates``."""
     candidates = tuple(candidates) if candidates is not None else default_candidates()
     n_inputs = index + 1
     output, node = n_inputs, n_inputs + 1
-    edges = tuple(Edge(i, node, candidates) for i in range(n_inputs)) + (Edge(node, output, candidates),)
+    keys = [(i, node) for i in range(n_inputs)] + [(node, output)]
+    edges = tuple(Edge(src, dst, draw() if draw else candidates) for src, dst in keys)
     return Cell(n_inputs=n_inputs, reduction=index > 0, nodes=(node,), edges=edges)
 
 
@@ -435,7 +579,19 @@ def initial_genome(
     reductions: int = 2,
     channels: int = 16,
     ops: tuple[str, ...] | None = None,
+    ops_per_edge: int | None = None,
+    rng: random.Random | None = None,
 ) -> Genome:
-    """The starting network: in each cell every input feeds one internal node, which feeds the output."""
-    cells = tuple(_initial_cell(index, ops) for index in range(reductions + 1))
+    """The starting network: in each cell every input feeds one internal node, which feeds the output.
+
+    ``ops_per_edge`` (a sparse start): each edge carries that many of the candidates, drawn with
+    ``rng``, so a member trains a supernet little bigger than its network while the population, each
+    member drawing its own, still covers every op.
+    """
+    pool = tuple(ops) if ops is not None else default_candidates()
+    draw = None
+    if ops_per_edge is not None and ops_per_edge < len(pool):
+        rng = rng or random.Random(0)
+        draw = lambda: tuple(rng.sample(pool, ops_per_edge))  # noqa: E731
+    cells = tuple(_initial_cell(index, pool, draw) for index in range(reductions + 1))
     return Genome(reductions, channels, tuple(input_shape), num_classes, cells)

@@ -326,3 +326,21 @@ class OpCostTable:
         resident = tensor_bytes([*module.parameters(), *module.buffers(), x])
         peak, _ = peak_step_memory(step, resident, self.device)
         return peak / MB
+
+
+def estimated_cost(genome, cost) -> float:
+    """Sum of the per-op costs (an ``OpCostTable`` or any ``OpCost``) over the genome's ops: a cheap
+    estimate of its latency (or memory) that ranks candidate mutations without building them."""
+    return sum(cost(*site) for site in genome.op_sites())
+
+
+_TABLES: dict[tuple[str, str, int], OpCostTable] = {}
+
+
+def latency_table(device: torch.device | str = "cpu", batch_size: int = 1) -> OpCostTable:
+    """The per-op latency table of this process, built once and shared by every member it hosts (the
+    one place to swap for a table measured once per run)."""
+    key = ("latency", str(device), batch_size)
+    if key not in _TABLES:
+        _TABLES[key] = OpCostTable("latency", device, batch_size)
+    return _TABLES[key]

@@ -78,6 +78,10 @@ class MemberReport:
     lr: float = column(_F)
     weight_decay: float = column(_F)
     drop_path: float = column(_F)
+    pressure: float | None = column(_F)  # the member's gate-pressure strength (search only)
+    # Supernet vs the network it stands for: seconds per training batch, measured and estimated
+    train_step_ms: float | None = column(_F)
+    discrete_step_ms: float | None = column(_F)
     # What the last exploit did to this member (search only)
     mutation: dict | None = column(_S, nested=True)
     parent_trial: str | None = column(_S)
@@ -124,7 +128,8 @@ def decode(row: dict[str, Any], name: str) -> Any:
 @dataclass(frozen=True)
 class MutationInstruction:
     """What a clone does after restoring its donor: ``kind`` is a split, a macro mutation
-    (``genome.MACRO_MUTATIONS``) or a crossover with ``other`` (whose genome it carries, since the
+    (``genome.MACRO_MUTATIONS``; a ``split`` lets the clone choose among the registered cell mutations)
+    or a crossover with ``other`` (whose genome it carries, since the
     clone restores only the donor's checkpoint)."""
 
     donor: str
@@ -132,10 +137,15 @@ class MutationInstruction:
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:12])
     other: str = ""
     other_genome: str = ""
+    front_latencies: tuple[float, ...] = ()  # latency_ms of the archive's front: the clone fills a gap
+    donor_latency: float = 0.0  # the donor's last latency_ms, which scales the clone's cheap estimates
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MutationInstruction:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        if "front_latencies" in values:
+            values["front_latencies"] = tuple(float(v) for v in values["front_latencies"])
+        return cls(**values)

@@ -205,6 +205,8 @@ def describe_mutation(mutation: Any) -> str:
     if not isinstance(mutation, Mapping):
         mutation = decode({"mutation": mutation}, "mutation")
     chosen = (mutation or {}).get("chosen")
+    if isinstance(chosen, str) and chosen:  # a registered cell mutation, chosen by cheap estimates
+        return chosen.replace("_", " ")
     if chosen and len(chosen) == 3:
         return f"split c{chosen[0]} {chosen[1]}->{chosen[2]}"
     if (mutation or {}).get("applied"):  # a macro mutation or a crossover (search-space extensions)

@@ -228,7 +228,10 @@ class SpiderNetScheduler(PopulationBasedTraining):
         elif self.macro_probability and self._rng.random() < self.macro_probability:
             instruction = MutationInstruction(donor.trial_id, self._rng.choice(MACRO_MUTATIONS))
         else:
-            instruction = MutationInstruction(donor.trial_id)
+            front = tuple(float(e["metrics"]["latency_ms"]) for e in self.archive.front()
+                          if e.get("metrics", {}).get("latency_ms") is not None)
+            donor_latency = float((self._trial_state[donor].last_result or {}).get("latency_ms") or 0.0)
+            instruction = MutationInstruction(donor.trial_id, front_latencies=front, donor_latency=donor_latency)
         return instruction.to_dict()
 
     def _crossover_partner(self, trial: Trial, donor: Trial) -> Trial | None:

@@ -130,6 +130,18 @@ class MixedEdge(nn.Module):
         steps = sum(s for _, s in self.history[name])
         return opened / steps if steps else 1.0
 
+    def add(self, name: str) -> None:
+        """Growth: a new open op whose last BatchNorm (when it has one) starts at zero, so the edge
+        computes what it did until training moves that BatchNorm."""
+        device = next(self.parameters(), torch.empty(0)).device
+        self.ops[name] = op = build_op(name, self.channels, self.stride).to(device)
+        silence(op)
+        if self.gated:
+            self.gate_weights[name] = nn.Parameter(torch.tensor(GATE_INIT, device=device))
+            self.history[name] = deque()
+            if hasattr(self, "channel_gates") and name in WIDTH_SITES:
+                self.channel_gates[name] = nn.Parameter(torch.full((hidden_width(name, op),), GATE_INIT, device=device))
+
     def remove(self, name: str) -> None:
         del self.ops[name]
         if self.gated:
@@ -207,6 +219,8 @@ class CellModule(nn.Module):
             if key in self.edges:
                 for name in [n for n in self.edges[key].op_names if n not in ops]:
                     self.edges[key].remove(name)
+                for name in [n for n in ops if n not in self.edges[key].op_names]:
+                    self.edges[key].add(name)
             else:
                 from_input = e.src in cell.inputs
                 stride = 2 if cell.reduction and from_input else 1
@@ -406,13 +420,17 @@ class SuperNet(CellNetwork):
         return removed
 
     # -- growth -----------------------------------------------------------------------------
-    def apply_split(self, cell: int, src: int, dst: int) -> Genome:
+    def apply_split(self, cell: int, src: int, dst: int, ops: tuple[str, ...] | None = None) -> Genome:
         """Grow by splitting an edge; every existing tensor is kept as it is, new edges start open."""
-        self.set_genome(self.genome.split_edge(cell, src, dst))
+        self.set_genome(self.genome.split_edge(cell, src, dst, ops))
         return self.genome
 
     def set_genome(self, genome: Genome) -> None:
-        """Move to a genome reachable by splits and removals: cells delete and build modules to match."""
+        """Move to a genome reachable by the cell mutations: cells delete and build modules to match.
+
+        A new internal node's BatchNorm starts at zero (weight and bias), so a new path adds nothing
+        until training moves it: right after growth the network computes exactly what it did.
+        """
         if (genome.reductions, genome.channels, genome.input_shape, genome.num_classes) != (
             self.genome.reductions,
             self.genome.channels,
@@ -420,9 +438,13 @@ class SuperNet(CellNetwork):
             self.genome.num_classes,
         ):
             raise GenomeError("set_genome changes cells only; macro structure must stay the same")
+        old = self.genome
         self.genome = genome
         for cell in self.cells:
+            known = set(old.cells[cell.index].nodes)
             cell.sync(genome)
+            for node in set(genome.cells[cell.index].nodes) - known:
+                silence(cell.node_bn[str(node)])
         self.set_drop_path(self.drop_path_prob)
         self.set_gate_scale(self.gate_scale)
 
@@ -458,6 +480,18 @@ class SuperNet(CellNetwork):
             net.narrow_channels({key: keep for key, keep in self.open_channels().items() if key[3] in ops[key[:3]]})
         device = next(self.parameters()).device
         return net.to(device).train(self.training)
+
+
+def silence(module: nn.Module) -> bool:
+    """Zero the affine weight and bias of the module's last BatchNorm, so its output starts at zero
+    (growth that keeps the parent's function). False when it has none."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]
+    if not norms:
+        return False
+    with torch.no_grad():
+        norms[-1].weight.zero_()
+        norms[-1].bias.zero_()
+    return True
 
 
 def inherit_weights(model: nn.Module, state: dict[str, torch.Tensor], skip: tuple[str, ...] = ()) -> tuple[int, int]:

@@ -30,9 +30,10 @@ from ray import tune
 from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits, make_loaders
-from spidernet_ray.gates import PressureCoefficient
-from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_genome
-from spidernet_ray.hardware import measure
+from spidernet_ray.gates import PressureCoefficient, param_cost
+from spidernet_ray.genome import MACRO_MUTATIONS, MUTATIONS, Genome, GenomeError, fill_the_gap, initial_genome, mutate
+from spidernet_ray.ops import OPS
+from spidernet_ray.hardware import estimated_cost, latency_table, measure
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
 from spidernet_ray.record import MemberReport, MutationInstruction
@@ -84,15 +85,19 @@ def trial_device() -> torch.device:
 def seeded_start(splits: DataSplits, settings: SearchConfig, seed: int, count: int | None = None,
                  start_genome: str | None = None) -> Genome:
     """The initial genome plus ``count`` (default ``settings.initial_splits``) random splits, so members
-    start from different architectures. ``start_genome`` (JSON), when given, replaces the initial genome."""
+    start from different architectures. ``start_genome`` (JSON), when given, replaces the initial genome.
+    With ``settings.start_ops`` every edge (the splits' new ones too) carries that many ops drawn per member."""
+    rng = random.Random(seed)
+    sparse = settings.start_ops or None
     if start_genome:
         genome = Genome.from_json(start_genome)
     else:
-        genome = initial_genome(splits.input_shape, splits.num_classes, settings.reductions, settings.channels)
-    rng = random.Random(seed)
+        genome = initial_genome(splits.input_shape, splits.num_classes, settings.reductions, settings.channels,
+                                ops_per_edge=sparse, rng=rng)
     for _ in range(settings.initial_splits if count is None else count):
         cell = rng.randrange(len(genome.cells))
-        genome = genome.split_edge(cell, *rng.choice(genome.candidate_splits(cell)))
+        ops = tuple(rng.sample(sorted(OPS), min(sparse, len(OPS)))) if sparse else None
+        genome = genome.split_edge(cell, *rng.choice(genome.candidate_splits(cell)), ops)
     return genome
 
 
@@ -113,7 +118,7 @@ class SpiderNetTrainable(tune.Trainable):
         # The network is built on first use: when Tune reuses this actor for a paused or cloned member,
         # a restore follows the reset at once and brings its own network.
         self._member_config, self._model, self._optimizer = config, None, None
-        self.pressure = PressureCoefficient(value=self.settings.pressure)
+        self.pressure = PressureCoefficient(value=config.get("pressure", self.settings.pressure))
         self.stable_epochs = 0  # epochs in a row without pruning (snapshots)
         self.snapshots = []  # architectures snapshotted this round, reported with it
         self.applied_mutation = None  # id of the last mutation instruction carried out
@@ -211,11 +216,22 @@ class SpiderNetTrainable(tune.Trainable):
             lr=self.config["lr"],
             weight_decay=self.config["weight_decay"],
             drop_path=self.config["drop_path"],
+            pressure=self.config.get("pressure", s.pressure),
+            **self._step_times(train.wall, epochs, discrete),
             **self._mutation_fields(),
             **self._extension_fields(epochs, channels_removed),
         )
         self.mutation_report, self.checkpoint_fallback, self.snapshots = {}, "", []
         return report.to_result()
+
+    def _step_times(self, train_seconds: float, epochs: int, discrete: Genome) -> dict:
+        """Milliseconds per training batch of the supernet, and of the discrete network it stands for
+        estimated by the ratio of their per-op costs (what a member pays over the network it searches)."""
+        batches = max(1, epochs * len(self.loaders.train))
+        supernet_ms = 1000 * train_seconds / batches
+        cost = self.op_cost()
+        ratio = estimated_cost(discrete, cost) / max(estimated_cost(self.model.genome, cost), 1e-9)
+        return {"train_step_ms": supernet_ms, "discrete_step_ms": supernet_ms * ratio}
 
     def _extension_fields(self, epochs: int, channels_removed: int) -> dict:
         """What the search-space extensions that are on add to a round's report."""
@@ -265,7 +281,14 @@ class SpiderNetTrainable(tune.Trainable):
     def _pressure_term(self):
         if self.settings.pressure <= 0:
             return None
-        return lambda: self.model.gate_pressure(mu=self.settings.pressure_mu, lam=self.pressure.value)
+        cost = self.op_cost()
+        return lambda: self.model.gate_pressure(cost, mu=self.settings.pressure_mu, lam=self.pressure.value)
+
+    def op_cost(self):
+        """What the gate pressure and the mutation estimates weigh an op by."""
+        if self.settings.pressure_cost == "params":
+            return param_cost
+        return latency_table(self.device, self.settings.latency_batch_size)
 
     def _mutation_fields(self) -> dict:
         r = self.mutation_report
@@ -303,9 +326,50 @@ class SpiderNetTrainable(tune.Trainable):
             "grown_genome": self.model.genome.to_json(),
         }
 
+    def _cell_mutation(self, instruction: MutationInstruction) -> dict:
+        """Draw ``mutation_candidates`` registered mutations of the donor, estimate each child's latency
+        from the per-op table (scaled to the donor's measured latency), and apply the one that best
+        fills a gap of the archive's front; over-budget children are refused. Costs no forward pass."""
+        s, started = self.settings, time.perf_counter()
+        rng = random.Random(zlib.crc32(instruction.id.encode()))
+        genome, cost = self.model.genome, self.op_cost()
+        names = sorted(MUTATIONS)
+        children = []
+        for _ in range(s.mutation_candidates):
+            name = rng.choice(names)
+            try:
+                children.append((name, mutate(genome, name, rng)))
+            except GenomeError:
+                continue  # no site for this mutation (e.g. nothing left to shrink)
+        refused = 0
+        if s.latency_budget_ms is not None and instruction.donor_latency:
+            kept = [(n, c) for n, c in children if self._scaled_latency(c, instruction) <= s.latency_budget_ms]
+            refused, children = len(children) - len(kept), kept
+        if not children:
+            return {"chosen": None, "refused_for_budget": refused, "reason": "no mutation possible; ",
+                    "seconds": time.perf_counter() - started}
+        estimates = [self._scaled_latency(child, instruction) for _, child in children]
+        pick = fill_the_gap(estimates, list(instruction.front_latencies))
+        name, child = children[pick]
+        self.model.set_genome(child)
+        refresh_optimizer(self.optimizer, self.model)
+        return {"chosen": name, "refused_for_budget": refused, "estimated_latency_ms": estimates[pick],
+                "candidates": [n for n, _ in children], "reason": f"{name} fills the front's largest gap; ",
+                "seconds": time.perf_counter() - started}
+
+    def _scaled_latency(self, genome: Genome, instruction: MutationInstruction) -> float:
+        cost = self.op_cost()
+        estimate = estimated_cost(genome, cost)
+        if not instruction.donor_latency:
+            return estimate
+        return instruction.donor_latency * estimate / max(estimated_cost(self.model.genome, cost), 1e-9)
+
     def _split(self, instruction: MutationInstruction) -> dict:
-        """Score candidate splits with the proxies and apply the best one that fits the budget."""
+        """Score candidate splits with the proxies (``--proxies``) and apply the best one that fits the
+        budget; without the proxies, a cheap choice among the registered cell mutations."""
         s = self.settings
+        if not s.proxies:
+            return self._cell_mutation(instruction)
         decision = choose_split(
             self.model.genome,
             batch_size=s.batch_size,
@@ -446,6 +510,7 @@ def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dic
         "lr": tune.loguniform(config.lr / 2, config.lr * 2),
         "weight_decay": tune.loguniform(config.weight_decay / 3, config.weight_decay * 3),
         "drop_path": config.drop_path,
+        "pressure": tune.loguniform(config.pressure / 3, config.pressure * 3) if config.pressure > 0 else 0.0,
         "seed": tune.randint(0, 2**31 - 1),
         "mutation": None,
     }

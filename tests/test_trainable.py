@@ -8,7 +8,7 @@ import torch
 
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import load_dataset
-from spidernet_ray.genome import Genome
+from spidernet_ray.genome import MUTATIONS, Genome
 from spidernet_ray.record import REPORT_TYPES, MemberReport, MutationInstruction, decode
 from spidernet_ray.trainable import SpiderNetTrainable, param_space
 
@@ -47,6 +47,12 @@ def test_param_space_carries_the_config_itself(config):
     assert space["settings"] is config and space["start_genome"] is None
 
 
+def test_each_member_draws_its_pressure_around_the_configured_one(config):
+    pressure = param_space(config)["pressure"]
+    draws = [pressure.sample() for _ in range(50)]
+    assert all(config.pressure / 3 <= p <= config.pressure * 3 for p in draws) and len(set(draws)) > 1
+
+
 def test_a_round_reports_the_member_record_and_nothing_else(first_round):
     _, result = first_round
     reported = {key for key in result if key in REPORT_TYPES}
@@ -55,6 +61,8 @@ def test_a_round_reports_the_member_record_and_nothing_else(first_round):
     assert Genome.from_json(result["genome"]).hash == result["genome_hash"]
     assert "fitness" not in result
     assert result["mutation"] == "" and decode(result, "mutation") == {}
+    # the supernet's step costs at least what the network it stands for would
+    assert 0 < result["discrete_step_ms"] <= result["train_step_ms"]
 
 
 def test_a_clone_carries_out_its_instruction_once_and_reports_it(first_round, splits, config, tmp_path):
@@ -65,6 +73,7 @@ def test_a_clone_carries_out_its_instruction_once_and_reports_it(first_round, sp
     clone.load_checkpoint(str(tmp_path))
     report = decode(clone.train(), "mutation")
     assert report["id"] == instruction.id and report["donor"] == "donor_00000" and report["kind"] == "split"
+    assert report["chosen"] in MUTATIONS  # without --proxies, a registered cell mutation chosen cheaply
     assert decode(clone.train(), "mutation") == {}  # reported once, carried out once
 
 
