@@ -108,7 +108,7 @@ class SearchConfig:
     latency_budget_ms: float | None = setting(None, "latency budget of a network")
     memory_budget_mb: float | None = setting(None, "peak training memory budget of a network")
     latency_batch_size: int = setting(1, "batch size of the latency measurement")
-    objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb"),
+    objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms"),
                                           f"MODE:METRIC... with METRIC one of {', '.join(OBJECTIVE_METRICS)}",
                                           nargs="+")
     quantile_fraction: float = setting(0.25, "share of the population cloned over / cloned from")

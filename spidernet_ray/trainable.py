@@ -440,7 +440,7 @@ def poison_weights(model: torch.nn.Module) -> None:
 
 
 def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dict:
-    """The trial config Tune samples per member; PBT perturbs lr, weight_decay and drop_path.
+    """The trial config Tune samples per member; the scheduler perturbs lr, weight_decay and pressure.
     ``start_genome`` (read from ``config.genome`` by the launcher) replaces the initial genome."""
     return {
         "settings": config,
@@ -448,6 +448,7 @@ def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dic
         "lr": tune.loguniform(config.lr / 2, config.lr * 2),
         "weight_decay": tune.loguniform(config.weight_decay / 3, config.weight_decay * 3),
         "drop_path": config.drop_path,
+        "pressure": config.pressure,
         "seed": tune.randint(0, 2**31 - 1),
         "mutation": None,
     }
