@@ -74,7 +74,7 @@ class SearchConfig:
     epochs_per_round: int = setting(2, "training epochs per round")
     time_budget_s: float | None = setting(None, "stop the whole run after this many seconds of wall time")
     batch_size: int = setting(64, "training batch size")
-    # Training recipe (lr, weight_decay, drop_path are the perturbed hyperparameters)
+    # Training recipe (lr, weight_decay and pressure are the perturbed hyperparameters)
     lr: float = setting(0.05, "learning rate (members draw theirs from [lr/2, 2 lr])")
     weight_decay: float = setting(3e-4, "weight decay (members draw from [wd/3, 3 wd])")
     drop_path: float = setting(0.0, "drop-path probability")
