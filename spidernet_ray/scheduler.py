@@ -183,9 +183,10 @@ class SpiderNetScheduler(PopulationBasedTraining):
         return lower, upper
 
     def _protected(self, trial: Trial) -> bool:
-        """A clone that has reported at most ``protected_rounds`` rounds since its exploit."""
+        """A clone that has reported at most ``protected_rounds`` rounds since its exploit (and did not
+        diverge: a diverged member is always cloned over)."""
         reports = self.reports_since_clone.get(trial.trial_id)
-        return reports is not None and reports <= self.protected_rounds
+        return reports is not None and reports <= self.protected_rounds and not self._diverged(trial)
 
     def _diverged(self, trial: Trial) -> bool:
         return self.scores[trial.trial_id]["diverged"]

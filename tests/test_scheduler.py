@@ -273,3 +273,16 @@ def test_the_clone_s_draws_come_from_the_scheduler_s_seed_and_leave_the_global_s
 
     assert clone_lr(3) == clone_lr(3)
     assert len({clone_lr(seed) for seed in range(6)}) > 1
+
+
+def test_the_search_perturbs_lr_and_weight_decay_narrowly_and_pressure_wider_and_not_drop_path(tmp_path):
+    from spidernet_ray.config import SearchConfig
+    from spidernet_ray.strategies import spidernet_scheduler
+
+    config = SearchConfig(storage_path=str(tmp_path), name="run", lr=0.1, weight_decay=1e-4, pressure=1e-3)
+    mutations = spidernet_scheduler(config, tmp_path)._hyperparam_mutations
+    assert set(mutations) == {"lr", "weight_decay", "pressure"}
+    assert (mutations["lr"].lower, mutations["lr"].upper) == pytest.approx((0.08, 0.125))
+    assert (mutations["pressure"].lower, mutations["pressure"].upper) == pytest.approx((5e-4, 2e-3))
+    off = SearchConfig(storage_path=str(tmp_path), name="run", pressure=0.0)
+    assert "pressure" not in spidernet_scheduler(off, tmp_path)._hyperparam_mutations
