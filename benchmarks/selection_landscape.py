@@ -230,7 +230,8 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
         f"Written by `benchmarks/selection_landscape.py` ({meta['seconds']:.0f} s). Landscape: "
         f"{meta['positions']} choices of {meta['levels']} levels, noise sd {meta['noise']}; population "
         f"{meta['population']}, {meta['rounds']} rounds, quantile {meta['quantile_fraction']}; random sampling "
-        f"at the same {meta['population'] * meta['rounds']} evaluations; seeds {meta['seeds'][0]}..{meta['seeds'][-1]} "
+        "at as many evaluations as the search reported per seed (a clone resumes at its donor's round, so a "
+        "search reports more than population x rounds); seeds {meta['seeds'][0]}..{meta['seeds'][-1]} "
         f"({len(meta['seeds'])} paired); the scheduler {'knows' if meta['scheduler_knows_budget'] else 'does not know'} "
         "the latency budget. Regret: best true accuracy under the latency budget (median latency of "
         "the space) minus the true accuracy of the arm's pick (lower is better). Hypervolume: share of the true "
@@ -248,10 +249,13 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
     lines += ["", f"Hypervolume ratio SpiderNet / random: {s['ratio_mean']:.3f} "
               f"[{s['ratio_ci95'][0]:.3f}, {s['ratio_ci95'][1]:.3f}]. Exploits per search: "
               f"{summary['exploits_mean']:.1f} on average.", "",
-              "| seed | regret SpiderNet | regret random | HV SpiderNet | HV random | exploits |", "|---|---|---|---|---|---|"]
+              "A regret equal to the best accuracy under the budget means the arm evaluated no genome within it.",
+              "", "| seed | regret SpiderNet | regret random | HV SpiderNet | HV random | exploits | evaluations |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['spidernet']['regret']:.4f} | {r['random']['regret']:.4f} | "
-                     f"{r['spidernet']['hypervolume']:.4f} | {r['random']['hypervolume']:.4f} | {r['exploits']} |")
+                     f"{r['spidernet']['hypervolume']:.4f} | {r['random']['hypervolume']:.4f} | {r['exploits']} | "
+                     f"{r['evaluations']} |")
     return "\n".join(lines) + "\n"
 
 
