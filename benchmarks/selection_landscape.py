@@ -231,7 +231,7 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
         f"{meta['positions']} choices of {meta['levels']} levels, noise sd {meta['noise']}; population "
         f"{meta['population']}, {meta['rounds']} rounds, quantile {meta['quantile_fraction']}; random sampling "
         "at as many evaluations as the search reported per seed (a clone resumes at its donor's round, so a "
-        "search reports more than population x rounds); seeds {meta['seeds'][0]}..{meta['seeds'][-1]} "
+        f"search reports more than population x rounds); seeds {meta['seeds'][0]}..{meta['seeds'][-1]} "
         f"({len(meta['seeds'])} paired); the scheduler {'knows' if meta['scheduler_knows_budget'] else 'does not know'} "
         "the latency budget. Regret: best true accuracy under the latency budget (median latency of "
         "the space) minus the true accuracy of the arm's pick (lower is better). Hypervolume: share of the true "
