@@ -74,7 +74,7 @@ class SearchConfig:
     epochs_per_round: int = setting(2, "training epochs per round")
     time_budget_s: float | None = setting(None, "stop the whole run after this many seconds of wall time")
     batch_size: int = setting(64, "training batch size")
-    # Training recipe (lr, weight_decay, drop_path are the perturbed hyperparameters)
+    # Training recipe (lr, weight_decay and pressure are the perturbed hyperparameters)
     lr: float = setting(0.05, "learning rate (members draw theirs from [lr/2, 2 lr])")
     weight_decay: float = setting(3e-4, "weight decay (members draw from [wd/3, 3 wd])")
     drop_path: float = setting(0.0, "drop-path probability")
@@ -116,7 +116,7 @@ class SearchConfig:
     latency_budget_ms: float | None = setting(None, "latency budget of a network")
     memory_budget_mb: float | None = setting(None, "peak training memory budget of a network")
     latency_batch_size: int = setting(1, "batch size of the latency measurement")
-    objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms", "min:peak_memory_mb"),
+    objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms"),
                                           f"MODE:METRIC... with METRIC one of {', '.join(OBJECTIVE_METRICS)}",
                                           nargs="+")
     quantile_fraction: float = setting(0.25, "share of the population cloned over / cloned from")

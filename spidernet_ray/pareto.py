@@ -56,7 +56,7 @@ def parse_objectives(specs: Iterable[str | Objective]) -> tuple[Objective, ...]:
     return objectives
 
 
-DEFAULT_OBJECTIVES = parse_objectives(["max:val_accuracy", "min:latency_ms", "min:peak_memory_mb"])
+DEFAULT_OBJECTIVES = parse_objectives(["max:val_accuracy", "min:latency_ms"])
 
 
 def _finite_value(metrics: Mapping[str, Any], metric: str) -> float | None:
@@ -203,11 +203,18 @@ def pareto_rank(values: np.ndarray, violations: np.ndarray | None = None) -> tup
     return front_index, crowding
 
 
-def rank_population(values: np.ndarray, violations: np.ndarray | None = None) -> np.ndarray:
-    """Member indices best first: by front, then by crowding distance descending, then by index."""
+def rank_population(
+    values: np.ndarray, violations: np.ndarray | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Member indices best first: by front, then by crowding distance descending, then by a random draw
+    from ``rng`` (without one, by index).
+
+    Ties are common in small populations (every member of a front of two or three has an infinite
+    crowding distance), so breaking them by index would make the first trial the usual donor.
+    """
     front_index, crowding = pareto_rank(values, violations)
-    # lexsort is stable, so members tied on front and crowding keep index order.
-    return np.lexsort((-crowding, front_index))
+    tiebreak = rng.permutation(len(front_index)) if rng is not None else np.arange(len(front_index))
+    return np.lexsort((tiebreak, -crowding, front_index))
 
 
 def _checked_points(points: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -2,13 +2,20 @@
 
 What changes from stock PBT, each in one protected hook:
 - ``_quantiles``: members are ranked by non-dominated sorting over several objectives with
-  constraint domination (budget violators rank below every feasible member) and crowding distance
-  for ties, instead of by one scalar. Diverged members are never donors.
+  constraint domination (budget violators rank below every feasible member), crowding distance and
+  then a seeded random draw for ties, instead of by one scalar. Diverged members are never donors.
+  A clone that has not reported since its exploit is left out of the ranking: its last result and
+  its checkpoint belong to different networks (its own old one, its donor's), so it can be neither
+  a donor (the child would get the grand-donor's weights under its name) nor a victim. A clone
+  that has reported at most ``protected_rounds`` rounds since then is ranked but not culled: a
+  mutated child needs a round to recover before it can be judged.
 - ``_get_new_config``: the clone's config also carries a mutation instruction (grow by a split) on
   top of PBT's perturbation of the hyperparameters. With the search-space extensions on, the
   instruction may instead be a macro mutation (``macro_probability``) or a crossover with another
   member of the top half (``crossover_probability``, the second kind of exploit), whose genome the
   instruction carries since the clone restores only the donor's checkpoint.
+- ``_checkpoint_or_exploit``: the donor draw and the hyperparameter perturbation come from the
+  scheduler's seeded stream instead of the global ``random``.
 - ``_exploit``: records the genealogy (who cloned whom, with which mutation).
 - ``_save_trial_state``: keeps per-trial scores and a Pareto archive of every feasible architecture,
   the snapshots a member took during the round (gradual pruning) included.
@@ -37,7 +44,10 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
@@ -61,6 +71,18 @@ def _actor_free(tune_controller) -> bool:
     return cache is None or cache.num_cached_objects > 0
 
 
+@contextmanager
+def _global_random_from(rng: random.Random):
+    """Stock PBT draws its donor and perturbations from the global ``random``: reseed it from ``rng``
+    for the duration, and give the caller's global stream back untouched afterwards."""
+    saved = random.getstate()
+    random.seed(rng.getrandbits(64))
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+
+
 class SpiderNetScheduler(PopulationBasedTraining):
     def __init__(
         self,
@@ -71,14 +93,19 @@ class SpiderNetScheduler(PopulationBasedTraining):
         quantile_fraction: float = 0.25,
         macro_probability: float = 0.0,
         crossover_probability: float = 0.0,
+        protected_rounds: int = 1,
         seed: int | None = None,
         **pbt_kwargs,
     ):
         for name, value in (("macro_probability", macro_probability), ("crossover_probability", crossover_probability)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if protected_rounds < 0:
+            raise ValueError(f"protected_rounds must be >= 0, got {protected_rounds!r}")
         self.macro_probability, self.crossover_probability = macro_probability, crossover_probability
-        self._rng = random.Random(seed)  # which extension a clone gets (stock PBT's own draws use `random`)
+        self.protected_rounds = protected_rounds
+        self._rng = random.Random(seed)  # every draw of the exploit: donor, perturbation, extension
+        self._tiebreak_rng = np.random.default_rng(seed)
         self._ranked: list[Trial] = []  # the population best first, as last ranked
         self.objectives = parse_objectives(objectives)
         primary = self.objectives[0]
@@ -99,12 +126,15 @@ class SpiderNetScheduler(PopulationBasedTraining):
         # writing each row, so the state file never holds a result whose row a killed driver lost.
         self.commit_after_rows = False
         self._uncommitted = False
+        self.reports_since_clone: dict[str, int] = {}  # trial id -> rounds reported since its last exploit
         if self.state_path and self.state_path.exists():
             self._load_state()
 
     # -- ranking --------------------------------------------------------------------------------
     def _save_trial_state(self, state, time_, result, trial):
         score = super()._save_trial_state(state, time_, result, trial)
+        if trial.trial_id in self.reports_since_clone:
+            self.reports_since_clone[trial.trial_id] += 1
         violation = budget_violation(result, self.budgets)
         diverged = bool(result.get("diverged"))
         self.scores[trial.trial_id] = {
@@ -141,12 +171,13 @@ class SpiderNetScheduler(PopulationBasedTraining):
         values = objective_matrix(results, self.objectives)
         # A diverged member counts as the worst possible violator.
         violations = [DIVERGED_VIOLATION if self._diverged(t) else self.scores[t.trial_id]["violation"] for t in trials]
-        return [trials[i] for i in rank_population(values, violations)]
+        return [trials[i] for i in rank_population(values, violations, rng=self._tiebreak_rng)]
 
     def _quantiles(self) -> tuple[list[Trial], list[Trial]]:
         trials = [
             t for t, state in self._trial_state.items()
             if state.last_result is not None and t.trial_id in self.scores and not t.is_finished()
+            and self.reports_since_clone.get(t.trial_id) != 0
         ]
         if len(trials) <= 1:
             return [], []
@@ -155,7 +186,15 @@ class SpiderNetScheduler(PopulationBasedTraining):
         upper = [t for t in ranked[:size] if not self._diverged(t)]
         if not upper:
             return [], []
-        return ranked[len(ranked) - size:], upper
+        # The worst members outside the top that are not protected clones.
+        lower = [t for t in ranked[size:] if not self._protected(t)][-size:]
+        return lower, upper
+
+    def _protected(self, trial: Trial) -> bool:
+        """A clone that has reported at most ``protected_rounds`` rounds since its exploit (and did not
+        diverge: a diverged member is always cloned over)."""
+        reports = self.reports_since_clone.get(trial.trial_id)
+        return reports is not None and reports <= self.protected_rounds and not self._diverged(trial)
 
     def _diverged(self, trial: Trial) -> bool:
         return self.scores[trial.trial_id]["diverged"]
@@ -189,9 +228,11 @@ class SpiderNetScheduler(PopulationBasedTraining):
         # just as good and saves skipping the exploit.
         for donor in upper_quantile:
             state = self._trial_state[donor]
+            # (A clone that has not reported since is never in the upper quantile, see _quantiles.)
             if state.last_checkpoint is None and donor.checkpoint is not None:
                 state.last_checkpoint = donor.checkpoint
-        super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
+        with _global_random_from(self._rng):
+            super()._checkpoint_or_exploit(trial, tune_controller, upper_quantile, lower_quantile)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         """The waiting member with the least training time (PBT's fair turn order) when it is not yet
@@ -246,6 +287,7 @@ class SpiderNetScheduler(PopulationBasedTraining):
 
     def _exploit(self, tune_controller, trial: Trial, trial_to_clone: Trial):
         super()._exploit(tune_controller, trial, trial_to_clone)
+        self.reports_since_clone[trial.trial_id] = 0
         donor = self._trial_state[trial_to_clone].last_result or {}
         self.genealogy.append({
             "time": time.time(),
@@ -258,12 +300,14 @@ class SpiderNetScheduler(PopulationBasedTraining):
             "lr": trial.config.get("lr"),
             "weight_decay": trial.config.get("weight_decay"),
             "drop_path": trial.config.get("drop_path"),
+            "pressure": trial.config.get("pressure"),
         })
         self._write_state()
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"genealogy": self.genealogy, "archive": self.archive.to_dict(), "scores": self.scores}
+        return {"genealogy": self.genealogy, "archive": self.archive.to_dict(), "scores": self.scores,
+                "reports_since_clone": self.reports_since_clone}
 
     def _write_state(self, now: bool = False) -> None:
         """After every change: write the state, or leave it to the next ``commit_state``."""
@@ -295,6 +339,7 @@ class SpiderNetScheduler(PopulationBasedTraining):
         self.genealogy = data["genealogy"]
         self.archive = ParetoArchive.from_dict(data["archive"])
         self.scores = data["scores"]
+        self.reports_since_clone = data.get("reports_since_clone", {})
 
 
 def _json_default(value):

@@ -58,10 +58,26 @@ def _perturbed(config: SearchConfig) -> dict:
     }
 
 
-def spidernet_scheduler(config: SearchConfig, run_dir: Path, scheduler_class: type | None = None):
-    """The search's Pareto scheduler for ``config`` (``scheduler_class``: a subclass to use instead)."""
+PERTURBATION = 1.25  # a clone's lr, weight decay and pressure: its donor's times 1.25 or 0.8
+
+
+def _narrow_perturbation(config: SearchConfig) -> dict:
+    """What the search perturbs on exploit, and the ranges a resample draws from. Narrow, so that a
+    one-round ranking of a clone against its donor reflects the architecture more than the lr; drop
+    path is not perturbed at all. The gate-pressure strength spreads wider (half to double), so the
+    population spreads along the accuracy-latency trade-off."""
     from ray import tune
 
+    mutations = {}
+    for name, spread in (("lr", PERTURBATION), ("weight_decay", PERTURBATION), ("pressure", 2.0)):
+        value = getattr(config, name)
+        if value > 0:  # a zero (pressure or decay off) stays off
+            mutations[name] = tune.loguniform(value / spread, value * spread)
+    return mutations
+
+
+def spidernet_scheduler(config: SearchConfig, run_dir: Path, scheduler_class: type | None = None):
+    """The search's Pareto scheduler for ``config`` (``scheduler_class``: a subclass to use instead)."""
     from spidernet_ray.rundir import STATE_FILE
     from spidernet_ray.scheduler import SpiderNetScheduler
 
@@ -70,7 +86,8 @@ def spidernet_scheduler(config: SearchConfig, run_dir: Path, scheduler_class: ty
         budgets=config.budgets,
         state_path=run_dir / STATE_FILE,
         quantile_fraction=config.quantile_fraction,
-        hyperparam_mutations={**_perturbed(config), "drop_path": tune.uniform(0.0, 0.3)},
+        hyperparam_mutations=_narrow_perturbation(config),
+        perturbation_factors=(PERTURBATION, 1 / PERTURBATION),
         macro_probability=config.macro_probability if config.macro_mutations else 0.0,
         crossover_probability=config.crossover_probability if config.crossover else 0.0,
         seed=config.seed,

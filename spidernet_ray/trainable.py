@@ -332,7 +332,7 @@ class SpiderNetTrainable(tune.Trainable):
         fills a gap of the archive's front; over-budget children are refused. Costs no forward pass."""
         s, started = self.settings, time.perf_counter()
         rng = random.Random(zlib.crc32(instruction.id.encode()))
-        genome, cost = self.model.genome, self.op_cost()
+        genome = self.model.genome
         names = sorted(MUTATIONS)
         children = []
         for _ in range(s.mutation_candidates):
@@ -502,7 +502,7 @@ def poison_weights(model: torch.nn.Module) -> None:
 
 
 def param_space(config: SearchConfig, start_genome: Genome | None = None) -> dict:
-    """The trial config Tune samples per member; PBT perturbs lr, weight_decay and drop_path.
+    """The trial config Tune samples per member; the scheduler perturbs lr, weight_decay and pressure.
     ``start_genome`` (read from ``config.genome`` by the launcher) replaces the initial genome."""
     return {
         "settings": config,

@@ -192,3 +192,122 @@ def test_the_actor_cache_is_read_without_tune_s_restricted_access_warning(caplog
     with caplog.at_level("WARNING"):
         wrapper._actor_cache  # the access the wrapper warns about: the check above can see the warning
     assert "restricted" in caplog.text
+
+
+class Controller:
+    """What PBT asks of Tune's controller when a member reports: the trials, pausing a victim, and a
+    save of a donor (answered at once with the checkpoint the member reported with its result)."""
+
+    search_alg = None
+
+    def __init__(self, trials):
+        self.trials = trials
+
+    def get_trials(self):
+        return list(self.trials)
+
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.set_status(Trial.PAUSED)
+
+    def _schedule_trial_save(self, trial, result=None):
+        return trial.checkpoint
+
+
+def report_round(scheduler, controller, trial, accuracy, tmp_path):
+    """``trial`` reports a round of its own, with a checkpoint of its own (the real order: the checkpoint
+    is registered with its result before the scheduler sees the result)."""
+    from ray.train._internal.session import _TrainingResult
+
+    trial.set_status(Trial.RUNNING)
+    round_ = scheduler._trial_state[trial].last_train_time + 1
+    path = tmp_path / f"{trial.trial_id}-round{round_}"
+    path.mkdir(parents=True, exist_ok=True)
+    result = {"training_iteration": round_, "val_accuracy": accuracy, "latency_ms": 1.0, "diverged": False,
+              "genome_hash": f"hash-{trial.trial_id}-{round_}"}
+    trial.run_metadata.checkpoint_manager.register_checkpoint(_TrainingResult(tune.Checkpoint(str(path)), result))
+    scheduler.on_trial_result(controller, trial, result)
+
+
+def population(scheduler, names, tmp_path):
+    from ray.train._internal.storage import StorageContext
+
+    trials = [Trial("__fake", trial_id=name, config={"lr": 0.01, "mutation": None}, stub=True,
+                    storage=StorageContext(str(tmp_path / "storage"), "run", trial_dir_name=name)) for name in names]
+    for trial in trials:
+        scheduler.on_trial_add(Controller(trials), trial)
+    return trials, Controller(trials)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_clone_that_has_not_reported_since_is_no_donor_so_no_child_gets_its_donor_s_weights(seed, tmp_path):
+    """B is cloned from A (B's checkpoint is now A's) and has not reported since; its old result still
+    ranks in the top half. C, cloned next, must restore the checkpoint of the result its donor was
+    ranked on: never A's weights under B's name."""
+    scheduler = make_scheduler(tmp_path, objectives=("max:val_accuracy",), seed=seed, log_config=False)
+    scheduler._quantile_fraction = 0.5
+    (a, b, d, c), controller = population(scheduler, "abdc", tmp_path)
+    own_checkpoints = {}
+    for trial, accuracy in ((a, 0.9), (b, 0.5), (d, 0.3), (c, 0.1)):
+        report_round(scheduler, controller, trial, accuracy, tmp_path / trial.trial_id)
+        own_checkpoints.setdefault(trial.trial_id, trial.checkpoint.path)
+    child = {entry["child"]: entry for entry in scheduler.genealogy}
+    assert child["b"]["donor"] == "a"  # the setup: b was cloned over and has not reported since
+    assert c.config["mutation"]["donor"] == child["c"]["donor"] == "a"
+    assert c.checkpoint.path == own_checkpoints["a"]
+
+
+def test_a_fresh_clone_is_protected_for_a_round_then_may_be_culled(tmp_path):
+    scheduler = make_scheduler(tmp_path, objectives=("max:val_accuracy",), seed=0, log_config=False)
+    (a, b), controller = population(scheduler, "ab", tmp_path)
+    report_round(scheduler, controller, a, 0.9, tmp_path / "a1")
+    report_round(scheduler, controller, b, 0.5, tmp_path / "b1")
+    assert [e["child"] for e in scheduler.genealogy] == ["b"]
+    assert scheduler._quantiles() == ([], [])  # b has not reported since: it is not ranked at all
+    report_round(scheduler, controller, b, 0.2, tmp_path / "b2")  # worst, but its first round as a clone
+    assert [e["child"] for e in scheduler.genealogy] == ["b"]
+    report_round(scheduler, controller, b, 0.2, tmp_path / "b3")  # a second round: it may be culled now
+    assert [e["child"] for e in scheduler.genealogy] == ["b", "b"]
+
+
+def test_ties_are_broken_by_a_seeded_draw_not_by_trial_order(tmp_path):
+    """Four identical members: which one is the donor depends on the seed, and the same seed repeats it."""
+    def donor(seed):
+        scheduler = make_scheduler(tmp_path, seed=seed)
+        report(scheduler, {name: member(0.9, 1.0, 10.0) for name in "abcd"})
+        return ids(scheduler._quantiles()[1])[0]
+
+    donors = [donor(seed) for seed in range(12)]
+    assert len(set(donors)) > 1
+    assert donors == [donor(seed) for seed in range(12)]
+
+
+def test_the_clone_s_draws_come_from_the_scheduler_s_seed_and_leave_the_global_stream_alone(tmp_path):
+    import random
+
+    runs = iter(range(100))
+
+    def clone_lr(seed):
+        run = tmp_path / str(next(runs))  # a run directory of its own: no state file to read back
+        scheduler = make_scheduler(run, seed=seed, log_config=False)
+        (a, b), controller = population(scheduler, "ab", run)
+        report_round(scheduler, controller, a, 0.9, run)
+        random.seed(1234)
+        report_round(scheduler, controller, b, 0.5, run)
+        assert random.random() == random.Random(1234).random()
+        return b.config["lr"]
+
+    assert clone_lr(3) == clone_lr(3)
+    assert len({clone_lr(seed) for seed in range(6)}) > 1
+
+
+def test_the_search_perturbs_lr_and_weight_decay_narrowly_and_pressure_wider_and_not_drop_path(tmp_path):
+    from spidernet_ray.config import SearchConfig
+    from spidernet_ray.strategies import spidernet_scheduler
+
+    config = SearchConfig(storage_path=str(tmp_path), name="run", lr=0.1, weight_decay=1e-4, pressure=1e-3)
+    mutations = spidernet_scheduler(config, tmp_path)._hyperparam_mutations
+    assert set(mutations) == {"lr", "weight_decay", "pressure"}
+    assert (mutations["lr"].lower, mutations["lr"].upper) == pytest.approx((0.08, 0.125))
+    assert (mutations["pressure"].lower, mutations["pressure"].upper) == pytest.approx((5e-4, 2e-3))
+    off = SearchConfig(storage_path=str(tmp_path), name="run", pressure=0.0)
+    assert "pressure" not in spidernet_scheduler(off, tmp_path)._hyperparam_mutations
