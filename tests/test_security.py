@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 KEEP_RAY_UP = """
 import sys
 from spidernet_ray.tuner import start_ray
-
-pytestmark = pytest.mark.subprocess
 start_ray(None, 1, 0, 0, dashboard=sys.argv[1] == "on")
 print("up", flush=True)
 sys.stdin.readline()
