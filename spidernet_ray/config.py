@@ -15,9 +15,10 @@ from pathlib import Path
 
 from spidernet_ray.pareto import parse_objectives
 
-# spidernet: the Pareto population search; random: random architectures, no scheduler; pbt: Ray Tune's
-# stock PopulationBasedTraining on one fixed hand-written network (see spidernet_ray.baselines).
-STRATEGIES = ("spidernet", "random", "pbt")
+# spidernet: the Pareto population search; random: random architectures, no scheduler; random_asha: random
+# architectures stopped early by Ray Tune's ASHAScheduler; pbt: Ray Tune's stock PopulationBasedTraining on
+# one fixed hand-written network (see spidernet_ray.baselines).
+STRATEGIES = ("spidernet", "random", "random_asha", "pbt")
 GATES = ("hard", "sigmoid")
 # What every member reports each round (SpiderNetTrainable.step) that an objective may name.
 OBJECTIVE_METRICS = ("val_accuracy", "val_loss", "train_loss", "latency_ms", "peak_memory_mb", "params", "flops",
@@ -52,6 +53,8 @@ class SearchConfig:
     rounds: int = 6
     epochs_per_round: int = 2
     batch_size: int = 64
+    # Wall-clock seconds for the whole search (Tune's TuneConfig.time_budget_s); None: rounds alone end it.
+    time_budget_s: float | None = None
     # Training recipe (lr, weight_decay, drop_path are the perturbed hyperparameters)
     lr: float = 0.05
     weight_decay: float = 3e-4
@@ -143,7 +146,7 @@ class SearchConfig:
             if not _finite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be a non-negative number, got {getattr(self, name)!r}")
         for name in ["latency_budget_ms", "memory_budget_mb", "cpus_per_trial", "gpus_per_trial", "num_cpus", "subset",
-                     "inject_nan_round"]:
+                     "inject_nan_round", "time_budget_s"]:
             value = getattr(self, name)
             if value is not None and (not _finite(value) or value <= 0):
                 raise ConfigError(f"{_flag(name)} must be a positive number, got {value!r}")

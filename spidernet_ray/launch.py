@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int)
     p.add_argument("--epochs-per-round", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--time-budget-s", type=float, help="wall-clock seconds for the whole search (default: "
+                   "none, the rounds end it); random and random_asha keep sampling members until it ends")
     p.add_argument("--dataset", help=f"one of: {', '.join(list_datasets())}")
     p.add_argument("--data-root", help="folder with the dataset's files")
     p.add_argument("--subset", type=int, help="use only this many training examples")
@@ -83,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-budget-mb", type=float)
     p.add_argument("--objectives", nargs="+", help="e.g. max:val_accuracy min:latency_ms min:peak_memory_mb")
     p.add_argument("--strategy", help="spidernet (default); baselines: random (random architectures, no "
-                   "scheduler) or pbt (stock PBT on a fixed network)")
+                   "scheduler), random_asha (the same, stopped early by ASHA) or pbt (stock PBT on a fixed "
+                   "network)")
     p.add_argument("--storage-path")
     p.add_argument("--name", help="experiment name (default: strategy-dataset-timestamp)")
     p.add_argument("--resume", action="store_true", default=None, help="continue the experiment --name")
@@ -407,15 +410,16 @@ def strategy_trainable(strategy: str) -> type:
     from spidernet_ray import baselines, trainable
 
     classes = {"spidernet": trainable.SpiderNetTrainable, "random": baselines.RandomSearchTrainable,
-               "pbt": baselines.StockPBTTrainable}
+               "random_asha": baselines.RandomSearchTrainable, "pbt": baselines.StockPBTTrainable}
     return classes[strategy]
 
 
 def strategy_scheduler(config: SearchConfig, path: Path):
-    """The search's Pareto scheduler; none (Tune's FIFO) for random search; Ray's own
-    PopulationBasedTraining over lr and weight decay for the pbt baseline."""
+    """The search's Pareto scheduler; none (Tune's FIFO) for random search; Ray's own ASHAScheduler
+    (successive halving on val accuracy, every round a rung candidate) for random search with early
+    stopping; Ray's own PopulationBasedTraining over lr and weight decay for the pbt baseline."""
     from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 
     from spidernet_ray import scheduler
 
@@ -425,6 +429,9 @@ def strategy_scheduler(config: SearchConfig, path: Path):
     }
     if config.strategy == "random":
         return None
+    if config.strategy == "random_asha":
+        return ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max", max_t=config.rounds,
+                             grace_period=1, reduction_factor=2)
     if config.strategy == "pbt":
         return PopulationBasedTraining(time_attr="training_iteration", metric="val_accuracy", mode="max",
                                        perturbation_interval=1, quantile_fraction=config.quantile_fraction,
@@ -439,6 +446,23 @@ def strategy_scheduler(config: SearchConfig, path: Path):
         crossover_probability=config.crossover_probability if config.crossover else 0.0,
         seed=config.seed,
     )
+
+
+# Random search under a time budget samples members until the budget ends it; this only bounds the count.
+UNBOUNDED_SAMPLES = 100_000
+
+
+def strategy_samples(config: SearchConfig) -> int:
+    """Members Tune samples. A population for the search and stock PBT. Random search keeps sampling new
+    architectures, ``population`` at a time, as members finish (random) or ASHA stops them (random_asha):
+    until the time budget ends the run when there is one, else up to population x rounds for random_asha
+    (at least the search's trial-rounds, most members being stopped after a round or two) and the
+    population alone for random (each member trains every round)."""
+    if config.strategy not in ("random", "random_asha"):
+        return config.population
+    if config.time_budget_s is not None:
+        return UNBOUNDED_SAMPLES
+    return config.population * config.rounds if config.strategy == "random_asha" else config.population
 
 
 def run(config: SearchConfig) -> int:
@@ -481,9 +505,11 @@ def run(config: SearchConfig) -> int:
             param_space=param_space(config, start),
             tune_config=tune.TuneConfig(
                 scheduler=strategy_scheduler(config, path),
-                num_samples=config.population,
+                num_samples=strategy_samples(config),
+                time_budget_s=config.time_budget_s,
                 reuse_actors=True,
-                search_alg=BasicVariantGenerator(random_state=config.seed),
+                # At most a population of members at a time, however many random search samples in turn.
+                search_alg=BasicVariantGenerator(random_state=config.seed, max_concurrent=config.population),
             ),
             run_config=tune.RunConfig(
                 name=config.name,
