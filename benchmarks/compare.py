@@ -1,41 +1,42 @@
-"""SpiderNet against random search and stock PBT at equal compute, over seeds and datasets.
+"""What each search delivers at equal wall-clock: SpiderNet against three baselines, over paired seeds.
 
-For each dataset and seed, three runs of the launcher on one local Ray (same CPUs, same data split,
-same population x rounds x epochs_per_round): ``--strategy spidernet``, ``random`` (random
-architectures from the same space, the same training recipe, no scheduler) and ``pbt`` (Ray Tune's
-stock PopulationBasedTraining over lr and weight decay on one fixed hand-written network). The order
-of the runs rotates with the seed, so a drift in the (shared) machine's load hits each alike.
+Arms, every one a registered strategy run through ``spidernet_ray.tuner.run_search`` on the same data
+split, the same CPUs of one local Ray (started once) and the same training recipe:
 
-Variants (issue 9, the search-space extensions): besides the three strategies, one ``--strategy
-spidernet`` run per entry of ``VARIANTS``, which is SpiderNet with one extension turned on (channel
-search, gradual pruning with architecture snapshots, macro mutations, crossover) and everything else
-as the plain spidernet run. Each is scored like the strategies and compared with the plain spidernet
-run of the same seed; the variants rotate with the strategies.
+- ``spidernet``: the search, with the launcher's defaults;
+- ``random``: random architectures from the space the search reaches (``baselines.random_start``), each
+  trained for ``random_rounds`` rounds under Tune's FIFO scheduler, new ones sampled until time is up;
+- ``random_asha``: the same members under Ray Tune's ``ASHAScheduler`` (early stopping);
+- ``pbt``: Ray Tune's stock PopulationBasedTraining on the hand-written fixed network.
 
-Equal compute is accounted on the rows each run wrote: every reported row is one round of one trial,
-of ``epochs_per_round`` epochs, or of its ``round_epochs`` when macro mutations make a deeper or
-narrower network train longer. Each run is cut, in the order its rows reached the driver, at the
-first row that would take it past the common budget of population x rounds x epochs_per_round
-trial-epochs (PBT-style clones inherit their donor's round count, so a run can report a row more or
-fewer than that). Everything below is computed on the rows within the budget, together with the
-architecture snapshots those rows carry (gradual pruning): a snapshot is taken during a counted
-round, so it costs no trial-epochs of its own, and it competes for the fronts and the best model
-like a row.
+Budget. Every arm gets the same wall-clock seconds (``SearchConfig.time_budget_s``, which Tune's
+``TuneConfig(time_budget_s=...)`` enforces; rounds are set so high that time always ends the run). Tune
+starts its clock when its loop starts, so each arm's rows are also cut at the budget measured from the
+arm's own start, set-up included (the equal-wall-clock cut, ``within_wall_clock``). Trial-epochs within
+the cut are reported beside it. The arms of one seed run back to back, in an order that rotates with
+the seed, so a drift in the shared machine's load hits each alike.
 
-Per run: the hypervolume of the (val error, latency) front and of the (val error, peak memory) front
-of every row, against a reference point fixed per dataset (``REFERENCES``); the best row by val
-accuracy, its params, latency and memory; that architecture retrained from scratch under one fixed
-recipe (``spidernet_ray.retrain``) and its test accuracy (the only use of the test split); the wall
-time of the run; the time from the run's start until its best val accuracy so far first reached random
-search's final best of the same seed. Ratios spidernet/random and spidernet/pbt per seed, with their
-spread, and per variant its ratios to plain SpiderNet. Writes ``results/compare.json``, ``compare.md``
-and one front plot per dataset (the three strategies).
+Score: the deliverable. Each arm's final validation front (``validation_front``: the Pareto front of
+(val accuracy, latency) of its rows within the cut, at most ``FRONT_SIZE`` models, chosen on validation
+only) is retrained from scratch under one fixed recipe (``spidernet_ray.retrain``'s trial), evaluated
+once on the test split, and measured in this process, one model at a time, with nothing else running
+(latency at batch 1 on one thread, peak memory of a training step). Per arm and seed:
 
-    python benchmarks/compare.py                                      # full run: strategies + variants, 2 datasets, 3 seeds
-    python benchmarks/compare.py --quick                              # smoke run: tiny, one seed, to /tmp
+- hypervolume of (test error, latency) and of (test error, peak memory), each axis normalised by its
+  min and max pooled over every retrained model of every arm and seed of the dataset, against the
+  reference point ``REFERENCE_POINT`` (fixed in advance);
+- the best test accuracy within each of three latency budgets, fixed in advance as multiples
+  (``LATENCY_BUDGETS``) of the hand-written network's latency, measured with each seed's models;
+- the latency at matched accuracy (``latency_at_matched_accuracy``), search over baseline.
+
+Per baseline, the ratios search / baseline over seeds: mean, 95 % bootstrap interval and the exact
+Wilcoxon signed-rank p-value (``compare_stats``). The hypervolume of everything seen, on validation,
+over each arm's wall time is an anytime curve (a plot), not the headline.
+
+    python benchmarks/compare.py                         # the full comparison, written to results/
+    python benchmarks/compare.py --quick                 # smoke run: digits, one dev seed, to /tmp
     python benchmarks/compare.py --datasets digits --seeds 0 1 2
-    python benchmarks/compare.py --variants crossover macro_mutations # the strategies and two variants
-    python benchmarks/compare.py --variants                           # the strategies only (also: --variants none)
+    python benchmarks/compare.py --render --reading reading.md   # rewrite compare.md and plots from compare.json
 """
 
 from __future__ import annotations
@@ -47,62 +48,84 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spidernet_ray.genome import Genome
-from spidernet_ray.pareto import nondominated_sort
-from spidernet_ray.results import hypervolume_of, snapshot_rows
+from compare_stats import ratio_summary  # benchmarks/compare_stats.py, beside this script
+from provenance import code_version
+from spidernet_ray.config import OneLineArgumentParser
+from spidernet_ray.pareto import hypervolume_2d
+from spidernet_ray.results import pareto_front, snapshot_rows
 from spidernet_ray.rundir import ROWS_FILE
-from provenance import code_version  # benchmarks/provenance.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FASHION_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
-STRATEGIES = ("spidernet", "random", "pbt")
-FRONTS = {"latency": "latency_ms", "memory": "peak_memory_mb"}
-
-# One search per (dataset, strategy, seed). Sized for a busy 2-core machine: the whole run in about 40 minutes.
-DATASETS: dict[str, dict[str, Any]] = {
-    "digits": {"dataset": "digits", "channels": 8, "reductions": 2, "population": 4, "rounds": 4,
-               "epochs_per_round": 1, "batch_size": 64},
-    "fashion_mnist": {"dataset": "fashion_mnist", "subset": 800, "channels": 4, "reductions": 2,
-                      "population": 4, "rounds": 4, "epochs_per_round": 1, "batch_size": 64},
-}
-# Hypervolume reference points, fixed per dataset before any run (val error 1.0 = every guess wrong;
-# latency and memory well above anything the space holds at these sizes on this CPU). A point that
-# is not inside the reference adds nothing; compare.json counts such rows.
-REFERENCES: dict[str, dict[str, float]] = {
-    "digits": {"val_error": 1.0, "latency_ms": 120.0, "peak_memory_mb": 60.0},
-    "fashion_mnist": {"val_error": 1.0, "latency_ms": 200.0, "peak_memory_mb": 400.0},
-}
-RETRAIN_EPOCHS = {"digits": 8, "fashion_mnist": 4}
-# SpiderNet with one search-space extension on (SearchConfig fields). Snapshots are taken after one epoch
-# without pruning: a member has only rounds x epochs_per_round = 4 epochs here, so a longer wait would
-# rarely come round.
-# The strategies run the bare search, every extension off (channel search is on in the launcher's
-# defaults since this comparison), so each variant shows one extension's effect on its own.
-EXTENSIONS_OFF = {"channel_search": False, "gradual_pruning": False, "macro_mutations": False, "crossover": False}
-VARIANTS: dict[str, dict[str, Any]] = {
-    "channel_search": {"channel_search": True},
-    "gradual_pruning": {"gradual_pruning": True, "snapshot_stable_epochs": 1},
-    # Half the clones (the launcher's default is 0.3): a run has only about three exploits, and at 0.3 most
-    # runs would never carry out the mechanism being compared.
-    "macro_mutations": {"macro_mutations": True, "macro_probability": 0.5},
-    "crossover": {"crossover": True, "crossover_probability": 0.5},
-}
-TARGETS = {"hypervolume_ratio_vs_random": ">= 1.2", "params_ratio_vs_random": "<= 0.7",
-           "memory_ratio_vs_random": "<= 0.7", "time_to_target_ratio_vs_random": "<= 0.5",
-           "best_val_accuracy": "spidernet >= random"}
+ARMS = ("spidernet", "random", "random_asha", "pbt")
+BASELINES = ARMS[1:]
+FRONT_SIZE = 5  # models a user takes home from one search
+REFERENCE_POINT = (1.1, 1.1)  # in normalised units: every retrained model lies inside, the worst adds 0.1 x 0.1
+# Multiples of the hand-written network's latency. On the development seed the delivered models spanned
+# 0.55x to 2.6x of it; the three budgets split that range.
+LATENCY_BUDGETS = (0.75, 1.5, 3.0)
+ROUNDS = 10_000  # so high that time, not rounds, ends every arm
+COSTS = {"latency": "latency_ms", "memory": "peak_memory_mb"}
 
 
-# -- the accounting (pure functions on the rows a run wrote) -------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """How one dataset is compared; written into compare.json."""
+
+    search: dict[str, Any]  # SearchConfig fields every arm shares
+    budget_seconds: float  # wall clock per arm, set-up included
+    seeds: tuple[int, ...]
+    random_rounds: int  # rounds each random-search member trains before the next one is sampled
+    retrain_epochs: int
+    test_examples: int | None = None  # a fixed stratified part of the official test split; None: all of it
+
+
+# Sized so that the default run takes under an hour on a 2-core machine (60 arms); calibrated on
+# development seeds (100 and up) only, see CALIBRATION. Validation sets hold at least 400 images.
+PLANS: dict[str, Plan] = {
+    # digits: 1438 training images (the rest is the fixed test split of 359); 28 % of them validate: 403.
+    "digits": Plan(search={"dataset": "digits", "val_fraction": 0.28, "channels": 4, "reductions": 2,
+                           "population": 4, "epochs_per_round": 1, "batch_size": 64},
+                   budget_seconds=25, seeds=tuple(range(10)), random_rounds=3, retrain_epochs=6),
+    # Fashion-MNIST at 14x14 (a quarter of the compute per image): 1600 training images, a quarter of them
+    # (400) for validation; 2000 test images.
+    "fashion_mnist": Plan(search={"dataset": "fashion_mnist_14x14", "subset": 1600, "val_fraction": 0.25, "channels": 4,
+                                  "reductions": 2, "population": 4, "epochs_per_round": 1, "batch_size": 64},
+                          budget_seconds=35, seeds=tuple(range(5)), random_rounds=3, retrain_epochs=4,
+                          test_examples=2000),
+}
+# The smoke run (--quick): two members per arm, a budget that lets each report a few rows, one retrain epoch,
+# a development seed.
+QUICK = {"budget_seconds": 10, "seeds": (100,), "random_rounds": 1, "retrain_epochs": 1}
+QUICK_POPULATION = 2
+# Written into compare.json and compare.md: how the sizes above were chosen.
+CALIBRATION = (
+    "Calibrated on development seeds 101-102 only (never the reported seeds), on the 2-core machine while "
+    "other jobs kept its load average at 5-12, so from CPU seconds, which load does not inflate: a trial "
+    "actor's start costs about 4 s of CPU (imports), a search member's first round about 4.6 s on digits at "
+    "C=4 (8.7 s at C=8) and 6.8 s on Fashion-MNIST at 14x14 (about 2.6x that at 28x28, hence the reduced "
+    "resolution), a random member's round about 1.8 s and 2.7 s, stock PBT's fixed network's about 0.8 s. "
+    "On a quiet machine the search's first rows come about 10 s (digits) and 12 s (Fashion-MNIST) after an arm "
+    "starts, so 25 s and 35 s give its members 2-3 rounds each; random search trains 2-3x as many "
+    "trial-epochs in the same time, stock PBT about 5x. Retraining costs about 1.2 s per model and epoch on "
+    "digits and 1.8 s on Fashion-MNIST, two models at a time. Estimated default run on a quiet machine: "
+    "digits 40 arms x ~28 s plus 10 retrains of ~12 models x 6 epochs (~56 s each) = ~28 min; Fashion-MNIST "
+    "20 arms x ~39 s plus 5 retrains x 4 epochs (~60 s each) = ~18 min; about 46 min in all (a load of 10 "
+    "makes everything about 3.5x slower, and then short budgets deliver little)."
+)
+
+
+# -- scoring one arm (pure functions on the rows it wrote) -------------------------------------------------
 def arrival_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every row of ``rows.jsonl`` in the order the driver received it (undecodable lines skipped)."""
     rows = []
@@ -116,582 +139,369 @@ def arrival_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def round_epochs(row: Mapping[str, Any], epochs_per_round: int) -> int:
-    """Epochs the round behind ``row`` trained: its ``round_epochs`` (reported with macro mutations on),
-    else ``epochs_per_round``."""
-    value = row.get("round_epochs")
-    return int(value) if _finite(value) and value > 0 else epochs_per_round
+def within_wall_clock(rows: Sequence[Mapping[str, Any]], start: float, budget_seconds: float) -> list[Mapping[str, Any]]:
+    """The rows reported at most ``budget_seconds`` after ``start`` (the arm's start, set-up included).
+
+    Ray stamps a row with whole seconds (rounded down), so a row may be counted up to a second late; the
+    rule is the same for every arm.
+    """
+    return [r for r in rows if _finite(r.get("timestamp")) and r["timestamp"] - start <= budget_seconds]
 
 
 def trial_epochs(rows: Sequence[Mapping[str, Any]], epochs_per_round: int) -> int:
-    """Trial-epochs the rows stand for: each reported row is one round of one trial."""
-    return sum(round_epochs(row, epochs_per_round) for row in rows)
+    """Trial-epochs the rows stand for: each row is one round of one trial (``round_epochs`` long when
+    macro mutations report it)."""
+    return sum(int(r["round_epochs"]) if _finite(r.get("round_epochs")) else epochs_per_round for r in rows)
 
 
-def within_budget(rows: Sequence[Mapping[str, Any]], budget: int, epochs_per_round: int) -> list[Mapping[str, Any]]:
-    """The rows, in arrival order, up to the first whose round would take the trial-epochs past ``budget``."""
-    counted, spent = [], 0
-    for row in rows:
-        spent += round_epochs(row, epochs_per_round)
-        if spent > budget:
-            break
-        counted.append(row)
-    return counted
+VALIDATION_OBJECTIVES = ("max:val_accuracy", "min:latency_ms")
 
 
-def with_snapshots(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """``rows``, each followed by the architecture snapshots its round took (gradual pruning), stamped with
-    the row's arrival time: the driver learns of a snapshot with the row that carries it."""
-    scored: list[Mapping[str, Any]] = []
-    for row in rows:
-        scored.append(row)
-        scored += [{**snapshot, "timestamp": row.get("timestamp")} for snapshot in snapshot_rows([row])]
-    return scored
+def validation_front(rows: Sequence[Mapping[str, Any]], size: int = FRONT_SIZE) -> list[dict[str, Any]]:
+    """What a user takes home from the rows: the Pareto front of (val accuracy, latency) over every
+    architecture seen (snapshots included, one entry per architecture), chosen on validation alone.
+
+    A front larger than ``size`` is thinned to ``size`` entries evenly spaced along it in latency order,
+    both ends kept (the most accurate and the fastest). Best val accuracy first.
+    """
+    front = pareto_front(list(rows) + snapshot_rows(rows), VALIDATION_OBJECTIVES)
+    if len(front) > size:
+        by_latency = sorted(front, key=lambda entry: entry["latency_ms"])
+        picks = sorted({round(i * (len(front) - 1) / (size - 1)) for i in range(size)})
+        front = sorted((by_latency[i] for i in picks), key=lambda entry: -entry["val_accuracy"])
+    return front
 
 
-def scored_rows(rows: Sequence[Mapping[str, Any]], budget: int, epochs_per_round: int) -> list[Mapping[str, Any]]:
-    """What a run is scored on: its rows within the budget and their snapshots."""
-    return with_snapshots(within_budget(rows, budget, epochs_per_round))
+def seen_points(rows: Sequence[Mapping[str, Any]], start: float) -> list[list[float]]:
+    """[seconds since ``start``, val accuracy, latency] of every valid row: the anytime curve's input."""
+    return [[max(0.0, r["timestamp"] - start), r["val_accuracy"], r["latency_ms"]] for r in _valid(rows)
+            if _finite(r.get("latency_ms")) and _finite(r.get("timestamp"))]
+
+
+# -- scoring what arms delivered ---------------------------------------------------------------------------
+def delivered(models: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Retrained models with a test accuracy, a latency and a peak memory."""
+    return [m for m in models if all(_finite(m.get(k)) for k in ("test_accuracy", "latency_ms", "peak_memory_mb"))]
+
+
+def pooled_bounds(models: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """Per axis (test error, latency, memory), the [min, max] over ``models``: every arm and seed of a dataset."""
+    models = delivered(models)
+    axes = {"test_error": [1 - m["test_accuracy"] for m in models],
+            **{metric: [m[metric] for m in models] for metric in COSTS.values()}}
+    return {axis: [min(values), max(values)] if values else [0.0, 1.0] for axis, values in axes.items()}
+
+
+def _scaled(value: float, bounds: Sequence[float]) -> float:
+    low, high = bounds
+    return (value - low) / (high - low) if high > low else 0.0
+
+
+def normalised_hypervolume(models: Iterable[Mapping[str, Any]], metric: str, bounds: Mapping[str, Sequence[float]],
+                           reference: Sequence[float] = REFERENCE_POINT) -> float:
+    """Area dominated by the models' (test error, ``metric``) points, each axis scaled to [0, 1] by
+    ``bounds``, inside ``reference``. 0 for no model."""
+    points = [(_scaled(1 - m["test_accuracy"], bounds["test_error"]), _scaled(m[metric], bounds[metric]))
+              for m in delivered(models)]
+    return hypervolume_2d(np.asarray(points, dtype=float).reshape(-1, 2), reference)
+
+
+def best_within(models: Iterable[Mapping[str, Any]], latency_ms: float) -> float | None:
+    """The best test accuracy among models no slower than ``latency_ms``; None if none is."""
+    return max((m["test_accuracy"] for m in delivered(models) if m["latency_ms"] <= latency_ms), default=None)
+
+
+def latency_at_matched_accuracy(search: Iterable[Mapping[str, Any]],
+                                baseline: Iterable[Mapping[str, Any]]) -> float | None:
+    """At the baseline's best test accuracy: the lowest latency of the search's models at least as accurate,
+    over the baseline's latency there (its fastest model of that accuracy). Below 1: the search delivers
+    that accuracy faster.
+
+    ``math.inf`` when no search model reaches that accuracy (a non-match: the search cannot deliver it at
+    any latency); None when the baseline delivered nothing.
+    """
+    search, baseline = delivered(search), delivered(baseline)
+    if not baseline:
+        return None
+    target = max(m["test_accuracy"] for m in baseline)
+    at_target = min(m["latency_ms"] for m in baseline if m["test_accuracy"] == target)
+    matching = [m["latency_ms"] for m in search if m["test_accuracy"] >= target]
+    return min(matching) / at_target if matching else math.inf
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``; inf over a zero denominator, None when either is missing or both are 0."""
+    if numerator is None or denominator is None:
+        return None
+    if denominator == 0:
+        return math.inf if numerator > 0 else None
+    return numerator / denominator
+
+
+def anytime_hypervolume(seen: Sequence[Sequence[float]], seconds: Sequence[float],
+                        bounds: Mapping[str, Sequence[float]]) -> list[float]:
+    """At each of ``seconds``, the normalised hypervolume of (val error, latency) of every row seen by then."""
+    curve = []
+    for t in seconds:
+        points = [(_scaled(1 - acc, bounds["val_error"]), _scaled(lat, bounds["latency_ms"]))
+                  for when, acc, lat in seen if when <= t]
+        curve.append(hypervolume_2d(np.asarray(points, dtype=float).reshape(-1, 2), REFERENCE_POINT))
+    return curve
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _valid(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _valid(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in rows if not r.get("diverged") and _finite(r.get("val_accuracy"))]
 
 
-def front_hypervolume(rows: Sequence[Mapping[str, Any]], metric: str, reference: Mapping[str, float]) -> float:
-    """Area dominated by the rows' (val error, ``metric``) points inside the reference point."""
-    return hypervolume_of(rows, ("max:val_accuracy", f"min:{metric}"),
-                          reference=(reference["val_error"], reference[metric]))
-
-
-def outside_reference(rows: Sequence[Mapping[str, Any]], reference: Mapping[str, float]) -> int:
-    """Rows whose latency or memory is not inside the reference (they add nothing to a hypervolume)."""
-    return sum(1 for r in _valid(rows) if any(not (_finite(r.get(m)) and r[m] < reference[m]) for m in FRONTS.values()))
-
-
-def best_row(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The row with the best val accuracy; ties go to fewer params, then to the earlier row."""
-    valid = _valid(rows)
-    if not valid:
-        return None
-    return min(enumerate(valid), key=lambda item: (-item[1]["val_accuracy"], item[1].get("params") or math.inf,
-                                                   item[0]))[1]
-
-
-def progress(rows: Sequence[Mapping[str, Any]], start: float) -> list[tuple[float, float]]:
-    """(seconds since ``start``, best val accuracy so far) at each row that raised the best."""
-    points, best = [], -math.inf
-    for row in _valid(rows):
-        if row["val_accuracy"] > best:
-            best = row["val_accuracy"]
-            points.append((max(0.0, float(row["timestamp"]) - start), best))
-    return points
-
-
-def time_to_target(points: Sequence[Sequence[float]], target: float) -> float | None:
-    """Seconds until the best val accuracy so far first reached ``target``; None if it never did."""
-    for seconds, best in points:
-        if best >= target - 1e-12:
-            return seconds
-    return None
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or not _finite(numerator) or not _finite(denominator):
-        return None
-    if denominator == 0:
-        return None if numerator == 0 else math.inf
-    return numerator / denominator
-
-
-def difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def spread(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean, median, min, max and sample std over the seeds where the value exists, and every value."""
+# -- summarising a dataset ---------------------------------------------------------------------------------
+def describe(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, min and max over the seeds where the value exists, and every value."""
     present = [v for v in values if v is not None and math.isfinite(v)]
-    stats: dict[str, Any] = {"per_seed": [None if v is None or not math.isfinite(v) else v for v in values],
+    stats: dict[str, Any] = {"per_seed": [v if v is not None and math.isfinite(v) else None for v in values],
                              "n": len(present), "of": len(values)}
     if present:
-        stats.update(mean=statistics.fmean(present), median=statistics.median(present), min=min(present),
-                     max=max(present), std=statistics.stdev(present) if len(present) > 1 else 0.0)
+        stats.update(mean=float(np.mean(present)), min=min(present), max=max(present))
     return stats
 
 
-def evaluate_run(rows: Sequence[Mapping[str, Any]], *, start: float, budget: int, epochs_per_round: int,
-                 reference: Mapping[str, float]) -> dict[str, Any]:
-    """What one run scores on its rows within the budget and their snapshots (everything but the retrain
-    and the target)."""
-    counted = within_budget(rows, budget, epochs_per_round)
-    scored = with_snapshots(counted)
-    best = best_row(scored)
-    return {
-        "trial_epochs_reported": trial_epochs(rows, epochs_per_round),
-        "trial_epochs_counted": trial_epochs(counted, epochs_per_round),
-        "rows_counted": len(counted),
-        "snapshots_counted": len(scored) - len(counted),
-        "hypervolume_latency": front_hypervolume(scored, "latency_ms", reference),
-        "hypervolume_memory": front_hypervolume(scored, "peak_memory_mb", reference),
-        "rows_outside_reference": outside_reference(scored, reference),
-        "best_val_accuracy": best["val_accuracy"] if best else None,
-        "best": {k: (best or {}).get(k) for k in ("trial_id", "training_iteration", "val_accuracy", "params",
-                                                   "latency_ms", "peak_memory_mb", "flops", "genome_hash", "snapshot")},
-        "progress": progress(scored, start),
-        "architectures": len({r.get("genome_hash") for r in scored if r.get("genome_hash")}),
-        "activity": extension_activity(counted, epochs_per_round),
-    }
+def latency_budgets(record: Mapping[str, Any]) -> list[float]:
+    """The seed's latency budgets in ms: ``LATENCY_BUDGETS`` times the hand-written network's latency, measured
+    with the seed's models (so under the same conditions)."""
+    return [multiple * record["handwritten_latency_ms"] for multiple in LATENCY_BUDGETS]
 
 
-def extension_activity(rows: Sequence[Mapping[str, Any]], epochs_per_round: int) -> dict[str, Any]:
-    """What the search did in ``rows``, so a variant whose extension never acted shows: mutations asked for
-    and carried out per kind (a split is carried out when one was chosen), ops deleted, channels removed,
-    snapshots taken and rounds that trained longer than ``epochs_per_round``."""
-    mutations: dict[str, list[int]] = {}
-    for row in rows:
-        try:
-            mutation = json.loads(row.get("mutation") or "{}")
-        except (TypeError, json.JSONDecodeError):
-            continue
-        if not isinstance(mutation, dict) or "kind" not in mutation:
-            continue
-        kind = mutation["kind"]
-        done = bool(mutation.get("chosen")) if kind == "split" else bool(mutation.get("applied"))
-        asked_done = mutations.setdefault(kind, [0, 0])
-        asked_done[0] += 1
-        asked_done[1] += done
-    return {
-        "mutations": {kind: {"asked": asked, "done": done} for kind, (asked, done) in sorted(mutations.items())},
-        "ops_deleted": sum(int(r.get("ops_deleted") or 0) for r in rows),
-        "channels_removed": sum(int(r.get("channels_removed") or 0) for r in rows),
-        "snapshots": len(snapshot_rows(rows)),
-        "longer_rounds": sum(1 for r in rows if round_epochs(r, epochs_per_round) > epochs_per_round),
-    }
-
-
-def compare_seed(runs: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """Ratios of one seed, and each strategy's time to reach random search's final best val accuracy."""
-    target = runs["random"]["best_val_accuracy"]
-    for run in runs.values():
-        run["target_val_accuracy"] = target
-        run["time_to_target_s"] = None if target is None else time_to_target(run["progress"], target)
-    ours, rand, pbt = runs["spidernet"], runs["random"], runs["pbt"]
-    return {
-        "hypervolume_ratio_vs_random": {f: ratio(ours[f"hypervolume_{f}"], rand[f"hypervolume_{f}"]) for f in FRONTS},
-        "hypervolume_ratio_vs_pbt": {f: ratio(ours[f"hypervolume_{f}"], pbt[f"hypervolume_{f}"]) for f in FRONTS},
-        "params_ratio_vs_random": ratio(ours["best"]["params"], rand["best"]["params"]),
-        "memory_ratio_vs_random": ratio(ours["best"]["peak_memory_mb"], rand["best"]["peak_memory_mb"]),
-        "latency_ratio_vs_random": ratio(ours["best"]["latency_ms"], rand["best"]["latency_ms"]),
-        "params_ratio_vs_pbt": ratio(ours["best"]["params"], pbt["best"]["params"]),
-        "memory_ratio_vs_pbt": ratio(ours["best"]["peak_memory_mb"], pbt["best"]["peak_memory_mb"]),
-        "time_to_target_ratio_vs_random": ratio(ours["time_to_target_s"], rand["time_to_target_s"]),
-        "val_accuracy_difference_vs_random": difference(ours["best_val_accuracy"], target),
-        "test_accuracy_difference_vs_random": difference(ours.get("test_accuracy"), rand.get("test_accuracy")),
-    }
-
-
-def compare_variant(variant: Mapping[str, Any], plain: Mapping[str, Any]) -> dict[str, Any]:
-    """One seed's variant run against the plain spidernet run of the same seed."""
-    return {
-        "hypervolume_ratio": {f: ratio(variant[f"hypervolume_{f}"], plain[f"hypervolume_{f}"]) for f in FRONTS},
-        "val_accuracy_difference": difference(variant["best_val_accuracy"], plain["best_val_accuracy"]),
-        "params_ratio": ratio(variant["best"]["params"], plain["best"]["params"]),
-        "memory_ratio": ratio(variant["best"]["peak_memory_mb"], plain["best"]["peak_memory_mb"]),
-        "latency_ratio": ratio(variant["best"]["latency_ms"], plain["best"]["latency_ms"]),
-        "test_accuracy_difference": difference(variant.get("test_accuracy"), plain.get("test_accuracy")),
-        "wall_time_ratio": ratio(variant.get("wall_seconds"), plain.get("wall_seconds")),
-        "trial_epochs_counted": variant["trial_epochs_counted"],
-    }
-
-
-VARIANT_FIGURES = ("val_accuracy_difference", "params_ratio", "memory_ratio", "latency_ratio",
-                   "test_accuracy_difference", "wall_time_ratio")
-
-
-def summarise_variants(seed_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per variant, its ratios to plain SpiderNet spread over the seeds, and what its extension did."""
-    summary = {}
-    for name in seed_rows[0].get("variant_ratios", {}) if seed_rows else ():
-        ratios = [row["variant_ratios"][name] for row in seed_rows]
-        runs = [row["variants"][name] for row in seed_rows]
-        summary[name] = {
-            "hypervolume_ratio": {f: spread([r["hypervolume_ratio"][f] for r in ratios]) for f in FRONTS},
-            **{key: spread([r[key] for r in ratios]) for key in VARIANT_FIGURES},
-            "trial_epochs_counted": [r["trial_epochs_counted"] for r in runs],
-            "trial_epochs_reported": [r["trial_epochs_reported"] for r in runs],
-            "snapshots_counted": [r.get("snapshots_counted", 0) for r in runs],
-            "best_is_snapshot": [bool(r["best"].get("snapshot")) for r in runs],
-            "activity": [r.get("activity") for r in runs],
+def score_seed(runs: Mapping[str, Mapping[str, Any]], bounds: Mapping[str, Sequence[float]],
+               budgets_ms: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Per arm of one seed: its normalised hypervolumes, best test accuracy overall and within each budget."""
+    scores = {}
+    for arm, run in runs.items():
+        models = run["models"]
+        scores[arm] = {
+            **{f"hv_{cost}": normalised_hypervolume(models, metric, bounds) for cost, metric in COSTS.items()},
+            "best_test_accuracy": max((m["test_accuracy"] for m in delivered(models)), default=None),
+            "best_within_budgets": [best_within(models, budget) for budget in budgets_ms],
         }
-    return summary
+    return scores
 
 
-def summarise_dataset(seed_rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The per-dataset block of compare.json: ratio spreads over the seeds, per-strategy spreads, raw rows."""
-    ratios = [row["ratios"] for row in seed_rows]
-    summary: dict[str, Any] = {
-        "seeds": [row["seed"] for row in seed_rows],
-        "hypervolume_ratio_vs_random": {f: spread([r["hypervolume_ratio_vs_random"][f] for r in ratios]) for f in FRONTS},
-        "hypervolume_ratio_vs_pbt": {f: spread([r["hypervolume_ratio_vs_pbt"][f] for r in ratios]) for f in FRONTS},
-    }
-    for key in ("params_ratio_vs_random", "memory_ratio_vs_random", "latency_ratio_vs_random", "params_ratio_vs_pbt",
-                "memory_ratio_vs_pbt", "time_to_target_ratio_vs_random", "val_accuracy_difference_vs_random",
-                "test_accuracy_difference_vs_random"):
-        summary[key] = spread([r[key] for r in ratios])
-    per_strategy = {}
-    for strategy in STRATEGIES:
-        runs = [row["runs"][strategy] for row in seed_rows]
-        per_strategy[strategy] = {
-            "hypervolume_latency": spread([r["hypervolume_latency"] for r in runs]),
-            "hypervolume_memory": spread([r["hypervolume_memory"] for r in runs]),
-            "best_val_accuracy": spread([r["best_val_accuracy"] for r in runs]),
-            "best_params": spread([r["best"]["params"] for r in runs]),
-            "best_latency_ms": spread([r["best"]["latency_ms"] for r in runs]),
-            "best_peak_memory_mb": spread([r["best"]["peak_memory_mb"] for r in runs]),
-            "test_accuracy": spread([r.get("test_accuracy") for r in runs]),
-            "wall_seconds": spread([r.get("wall_seconds") for r in runs]),
-            "time_to_target_s": spread([r["time_to_target_s"] for r in runs]),
-            "trial_epochs_counted": [r["trial_epochs_counted"] for r in runs],
-            "trial_epochs_reported": [r["trial_epochs_reported"] for r in runs],
+def summarise_dataset(per_seed: Sequence[Mapping[str, Any]], budget_seconds: float) -> dict[str, Any]:
+    """The per-dataset block of compare.json: ratio statistics per baseline, figures per arm, anytime curves."""
+    models = [m for record in per_seed for run in record["runs"].values() for m in run["models"]]
+    bounds = pooled_bounds(models)
+    scores = [score_seed(record["runs"], bounds, latency_budgets(record)) for record in per_seed]
+    ratios = {}
+    for baseline in BASELINES:
+        ratios[baseline] = {
+            f"hv_{cost}_ratio": ratio_summary([ratio(s["spidernet"][f"hv_{cost}"], s[baseline][f"hv_{cost}"])
+                                               for s in scores]) for cost in COSTS}
+        matched = [latency_at_matched_accuracy(r["runs"]["spidernet"]["models"], r["runs"][baseline]["models"])
+                   for r in per_seed]
+        ratios[baseline]["latency_at_matched_accuracy_ratio"] = {
+            **ratio_summary(matched), "unmatched_seeds": [r["seed"] for r, m in zip(per_seed, matched) if m == math.inf]}
+    arms = {}
+    for arm in ARMS:
+        runs = [record["runs"][arm] for record in per_seed]
+        arms[arm] = {
+            **{f"hv_{cost}": describe([s[arm][f"hv_{cost}"] for s in scores]) for cost in COSTS},
+            "best_test_accuracy": describe([s[arm]["best_test_accuracy"] for s in scores]),
+            "best_within_budgets": [describe([s[arm]["best_within_budgets"][k] for s in scores])
+                                    for k in range(len(LATENCY_BUDGETS))],
+            **{key: describe([run[key] for run in runs]) for key in (
+                "trial_epochs_within", "trial_epochs_reported", "rows_cut", "members", "architectures",
+                "wall_seconds", "first_row_seconds")},
+            "models_delivered": describe([len(delivered(run["models"])) for run in runs]),
         }
-    summary["strategies"] = per_strategy
-    variants = summarise_variants(seed_rows)
-    if variants:
-        summary["variants"] = variants
-    summary["per_seed"] = list(seed_rows)
-    return summary
+    seen = [p for record in per_seed for run in record["runs"].values() for p in run["seen"]]
+    seen_bounds = {"val_error": [min((1 - p[1] for p in seen), default=0.0), max((1 - p[1] for p in seen), default=1.0)],
+                   "latency_ms": [min((p[2] for p in seen), default=0.0), max((p[2] for p in seen), default=1.0)]}
+    seconds = [budget_seconds * k / 20 for k in range(21)]
+    anytime = {"seconds": seconds, "bounds": seen_bounds}
+    for arm in ARMS:
+        curves = np.array([anytime_hypervolume(record["runs"][arm]["seen"], seconds, seen_bounds)
+                           for record in per_seed])
+        anytime[arm] = {"mean": curves.mean(axis=0).tolist(), "min": curves.min(axis=0).tolist(),
+                        "max": curves.max(axis=0).tolist()}
+    return {"ratios": ratios, "arms": arms, "bounds": bounds, "anytime": anytime,
+            "latency_budget_multiples": list(LATENCY_BUDGETS),
+            "latency_budgets_ms": np.median([latency_budgets(r) for r in per_seed], axis=0).tolist(),
+            "scores": [{"seed": r["seed"], **s} for r, s in zip(per_seed, scores)]}
 
 
-# -- running ------------------------------------------------------------------------------------------
+# -- running -------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--variants", nargs="*", choices=[*VARIANTS, "none"],
-                   help="SpiderNet variants to run beside the strategies (default: all; none: '--variants' alone)")
+    p = OneLineArgumentParser(prog="compare.py", description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", choices=list(PLANS), help="default: all (--quick: digits)")
+    p.add_argument("--seeds", nargs="+", type=int, help="the same seeds for every dataset (default: each plan's)")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: population 3, 2 rounds, 1 retrain epoch, seed 0, written to --output")
-    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, shared by every run")
+                   help=f"smoke run: {QUICK}, population {QUICK_POPULATION}, written to --output")
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, shared by every arm")
     p.add_argument("--fashion-root", type=Path, default=FASHION_ROOT)
     p.add_argument("--output", type=Path, help=f"default: {RESULTS} (--quick: a temporary directory)")
     p.add_argument("--storage", type=Path, help="where the runs go (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the runs' directories")
-    p.add_argument("--render", action="store_true",
-                   help="only rewrite compare.md from --output's compare.json (and the plots, given --storage)")
+    p.add_argument("--render", action="store_true", help="only rewrite compare.md and the plots from compare.json")
     p.add_argument("--reading", type=Path, help="markdown file with the reading of the results, kept in compare.json")
     args = p.parse_args(argv)
-    args.variants = list(VARIANTS) if args.variants is None else [v for v in args.variants if v != "none"]
+    if args.datasets is None:
+        args.datasets = ["digits"] if args.quick else list(PLANS)
     return args
 
 
-def dataset_settings(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    settings = dict(DATASETS[name])
+def dataset_plan(name: str, args: argparse.Namespace) -> Plan:
+    plan = PLANS[name]
+    search = dict(plan.search)
     if name == "fashion_mnist":
-        settings["data_root"] = str(args.fashion_root)
-    if args.quick:  # population 3: the fewest at which a crossover finds a partner besides the clone and its donor
-        settings.update(population=3, rounds=2, channels=4, subset=min(settings.get("subset") or 400, 400))
-    return settings
+        search["data_root"] = str(args.fashion_root)
+    plan = dataclasses.replace(plan, search=search)
+    if args.quick:
+        plan = dataclasses.replace(plan, search={**search, "population": QUICK_POPULATION}, **QUICK)
+    if args.seeds:
+        plan = dataclasses.replace(plan, seeds=tuple(args.seeds))
+    return plan
 
 
-def search_config(settings: Mapping[str, Any], arm: str, seed: int, storage: Path):
-    """The launcher's config for one arm: a strategy, or a variant (spidernet with its ``VARIANTS`` fields)."""
+def arm_order(seed: int) -> list[str]:
+    """The arms, rotated by the seed."""
+    k = seed % len(ARMS)
+    return [*ARMS[k:], *ARMS[:k]]
+
+
+def search_config(plan: Plan, arm: str, seed: int, storage: Path):
     from spidernet_ray.config import SearchConfig
 
-    strategy, extension = (arm, {}) if arm in STRATEGIES else ("spidernet", VARIANTS[arm])
-    return SearchConfig(**settings, **{**EXTENSIONS_OFF, **extension}, strategy=strategy, seed=seed,
-                        storage_path=str(storage),
-                        name=run_name(settings["dataset"], arm, seed)).validate()
+    rounds = plan.random_rounds if arm == "random" else ROUNDS
+    return SearchConfig(**plan.search, strategy=arm, seed=seed, rounds=rounds, time_budget_s=plan.budget_seconds,
+                        storage_path=str(storage), name=f"{plan.search['dataset']}-{arm}-seed{seed}").validate()
 
 
-def run_name(dataset: str, arm: str, seed: int) -> str:
-    return f"{dataset}-{arm}-seed{seed}" if arm in STRATEGIES else f"{dataset}-spidernet-{arm}-seed{seed}"
-
-
-def run_strategy(config, *, budget: int, reference: Mapping[str, float], retrain_epochs: int) -> dict[str, Any]:
-    """One launcher run, scored on its rows within the budget, its best architecture retrained."""
+def run_arm(config, budget_seconds: float) -> dict[str, Any]:
+    """One launcher run and what it delivers: its validation front, within the equal-wall-clock cut."""
     from spidernet_ray.tuner import run_search
 
-    start, clock = time.time(), time.perf_counter()
-    code = run_search(config)
-    wall = time.perf_counter() - clock
-    rows = arrival_rows(config.experiment_path)
-    run = evaluate_run(rows, start=start, budget=budget, epochs_per_round=config.epochs_per_round,
-                       reference=reference)
-    run.update(exit_code=code, wall_seconds=wall, splits_at_end=final_split_counts(rows, config.reductions))
-    scored = scored_rows(rows, budget, config.epochs_per_round)
-    # For the plot only (dropped before compare.json is written).
-    run["front_rows"] = [{k: r.get(k) for k in ("val_accuracy", "latency_ms", "peak_memory_mb", "diverged")}
-                         for r in scored]
-    best = best_row(scored)
-    if best is not None:
-        run.update(retrain_best(config, best, retrain_epochs))
-    return run
+    start = time.time()
+    code = run_search(config)  # the one call into the product
+    wall = time.time() - start
+    path = config.experiment_path
+    rows = arrival_rows(path) if (path / ROWS_FILE).exists() else []
+    kept = within_wall_clock(rows, start, budget_seconds)
+    keep = ("genome_hash", "genome", "trial_id", "training_iteration", "val_accuracy", "latency_ms", "peak_memory_mb",
+            "params")
+    return {
+        "exit_code": code, "wall_seconds": wall,
+        "first_row_seconds": min((r["timestamp"] - start for r in rows if _finite(r.get("timestamp"))), default=None),
+        "rows_reported": len(rows), "rows_cut": len(rows) - len(kept),
+        "trial_epochs_reported": trial_epochs(rows, config.epochs_per_round),
+        "trial_epochs_within": trial_epochs(kept, config.epochs_per_round),
+        "members": len({r.get("trial_id") for r in kept}),
+        "architectures": len({r.get("genome_hash") for r in kept if r.get("genome_hash")}),
+        "front": [{k: entry.get(k) for k in keep} for entry in validation_front(kept)],
+        "seen": seen_points(kept, start),
+    }
 
 
-def final_split_counts(rows: Sequence[Mapping[str, Any]], reductions: int) -> list[int]:
-    """Per trial, the splits its last supernet carries (internal nodes beyond the initial genome's one per cell;
-    pruning can take a member below its count); 0 for the fixed network."""
-    last: dict[str, Mapping[str, Any]] = {}
-    for row in rows:
-        last[row["trial_id"]] = row
-    counts = []
-    for row in last.values():
-        genome = Genome.from_json(row.get("supernet_genome") or row["genome"])
-        counts.append(sum(len(cell.nodes) for cell in genome.cells) - (reductions + 1))
-    return sorted(counts)
+def retrain_splits(config, test_examples: int | None):
+    """The search's own train/validation split, and the test split the retrained models are scored on."""
+    from spidernet_ray.data import load_dataset, stratified_order
 
-
-def retrain_best(config, best: Mapping[str, Any], epochs: int) -> dict[str, Any]:
-    """Retrain ``best``'s architecture from scratch under the fixed recipe; its test accuracy."""
-    from spidernet_ray import retrain
-    from spidernet_ray.data import load_dataset
-
-    genome = Genome.from_json(best["genome"])
-    candidate = retrain.Candidate(
-        genome_hash=genome.hash, genome=genome.to_json(), source_trial=str(best["trial_id"]),
-        source_round=best.get("training_iteration"),
-        search={k: best.get(k) for k in ("val_accuracy", "latency_ms", "peak_memory_mb", "params")},
-    )
     splits = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction,
                           subset=config.subset)
-    recipe = retrain.Recipe(epochs=epochs, batch_size=config.batch_size, seed=config.seed,
-                            latency_batch_size=config.latency_batch_size).validate()
-    plan = retrain.Plan(run_dir=config.experiment_path, candidates=[candidate], recipe=recipe, splits=splits,
-                        search_config=config)
-    start = time.perf_counter()
-    code = retrain.run(plan)
-    row = next((r for r in retrain.read_retrain_table(config.experiment_path) if r["genome_hash"] == genome.hash), {})
-    return {"test_accuracy": row.get("test_accuracy"), "retrain_val_accuracy": row.get("val_accuracy"),
-            "retrain_params": row.get("params"), "retrain_epochs": epochs, "test_examples": row.get("test_examples"),
-            "retrain_seconds": time.perf_counter() - start, "retrain_error": row.get("error") or ("" if code == 0 else
-                                                                                                   f"exit {code}")}
+    if test_examples is None:
+        return splits
+    full = load_dataset(config.dataset, config.data_root, seed=config.seed, val_fraction=config.val_fraction)
+    chosen = np.sort(stratified_order(full.y_test, np.random.default_rng(0))[:test_examples])  # seed-independent
+    return dataclasses.replace(splits, x_test=full.x_test[chosen], y_test=full.y_test[chosen])
 
 
-def arm_order(seed: int, variants: Sequence[str] = ()) -> list[str]:
-    """The three strategies, then the variants, rotated by the seed."""
-    arms = [*STRATEGIES, *variants]
-    k = seed % len(arms)
-    return arms[k:] + arms[:k]
+def retrain(genomes: Mapping[str, str], splits, recipe, storage: Path, cpus_per_trial: float = 1) -> dict[str, dict]:
+    """Retrain every genome from scratch under ``recipe`` (``spidernet_ray.retrain``'s trial), in parallel on
+    the local Ray: its test accuracy, retrain val accuracy and error, by genome hash."""
+    from ray import tune
+
+    from spidernet_ray.retrain import retrain_trial
+
+    trainable = tune.with_resources(tune.with_parameters(retrain_trial, splits=splits, genomes=dict(genomes)),
+                                    {"cpu": cpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"genome_hash": tune.grid_search(sorted(genomes)), "recipe": dataclasses.asdict(recipe)},
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: f"retrain_{trial.config['genome_hash']}"),
+        run_config=tune.RunConfig(name="retrain", storage_path=str(storage), verbose=0),
+    )
+    outcome = {}
+    for result in tuner.fit():
+        metrics = result.metrics or {}
+        outcome[result.config["genome_hash"]] = {
+            "test_accuracy": metrics.get("test_accuracy"), "retrain_val_accuracy": metrics.get("val_accuracy"),
+            "error": str(result.error).splitlines()[0] if result.error else
+            ("" if "test_accuracy" in metrics else "stopped before the test")}
+    return outcome
 
 
-def run_dataset(name: str, args: argparse.Namespace, storage: Path) -> dict[str, Any]:
-    settings = dataset_settings(name, args)
-    reference = REFERENCES[name]
-    budget = settings["population"] * settings["rounds"] * settings["epochs_per_round"]
-    epochs = 1 if args.quick else RETRAIN_EPOCHS[name]
-    seed_rows = []
-    for seed in args.seeds:
-        runs = {}
-        for arm in arm_order(seed, args.variants):
-            config = search_config(settings, arm, seed, storage)
-            print(f"\n=== {name} seed {seed}: {arm} ===", flush=True)
-            runs[arm] = run_strategy(config, budget=budget, reference=reference, retrain_epochs=epochs)
-            if not args.keep:
-                shutil.rmtree(config.experiment_path, ignore_errors=True)
-        plain = {s: runs[s] for s in STRATEGIES}
-        seed_row = {"seed": seed, "order": arm_order(seed, args.variants), "ratios": compare_seed(plain), "runs": plain}
-        if args.variants:
-            seed_row["variants"] = {v: runs[v] for v in args.variants}
-            seed_row["variant_ratios"] = {v: compare_variant(runs[v], runs["spidernet"]) for v in args.variants}
-        seed_rows.append(seed_row)
-        print(json.dumps({"dataset": name, "seed": seed, "ratios": seed_row["ratios"],
-                          "variant_ratios": seed_row.get("variant_ratios")}, default=str), flush=True)
-    block = summarise_dataset(seed_rows)
-    for variant in block.get("variants", {}):
-        block["variants"][variant]["config"] = VARIANTS[variant]
-    block["settings"] = {**settings, "budget_trial_epochs": budget, "retrain_epochs": epochs}
-    block["reference"] = reference
-    return block
+def measure_models(genomes: Mapping[str, str], input_shape, batch_size: int) -> dict[str, dict]:
+    """Latency (batch 1, one thread, median of 30 after 5 warm-up) and peak training memory of each
+    architecture, measured here one at a time: the same way for every arm. Weights do not change either."""
+    import torch
+
+    from spidernet_ray.genome import Genome
+    from spidernet_ray.hardware import measure
+    from spidernet_ray.supernet import DiscreteNet
+    from spidernet_ray.train import TRAINING_LAYOUT
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a trial with one CPU runs it
+    try:
+        return {key: measure(DiscreteNet(Genome.from_json(genome)).to(memory_format=TRAINING_LAYOUT), input_shape,
+                             batch_size, "cpu", warmup=5, repeats=30, disposable=True).to_dict()
+                for key, genome in sorted(genomes.items())}
+    finally:
+        torch.set_num_threads(threads)
 
 
-# -- reporting ------------------------------------------------------------------------------------------
-COLORS = {"spidernet": "tab:blue", "random": "tab:orange", "pbt": "tab:green"}
+def handwritten(config, splits) -> str:
+    """The hand-written network (stock PBT's), whose latency the latency budgets are multiples of: genome JSON."""
+    from spidernet_ray.baselines import handwritten_genome
+
+    return handwritten_genome(splits, config).to_json()
 
 
-def plot_fronts(name: str, block: dict[str, Any], fronts: dict[str, list[list[dict]]], path: Path) -> Path:
-    """Val error against latency and against peak memory: every counted row faint, each run's front a step line."""
-    import matplotlib
+def run_seed(plan: Plan, seed: int, storage: Path, keep: bool) -> dict[str, Any]:
+    """Every arm of one seed, then every front retrained and measured."""
+    from spidernet_ray.retrain import Recipe
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True, constrained_layout=True)
-    for axis, (front, metric) in zip(axes, FRONTS.items()):
-        for strategy in STRATEGIES:
-            for index, rows in enumerate(fronts[strategy]):
-                points = np.array([(r[metric], 1 - r["val_accuracy"]) for r in _valid(rows) if _finite(r.get(metric))])
-                if not len(points):
-                    continue
-                axis.scatter(points[:, 0], points[:, 1], s=10, color=COLORS[strategy], alpha=0.25, linewidths=0)
-                first = points[nondominated_sort(points)[0]]
-                first = first[np.argsort(first[:, 0])]
-                axis.step(first[:, 0], first[:, 1], where="post", color=COLORS[strategy], alpha=0.8, marker="o",
-                          markersize=4, label=strategy if index == 0 else None)
-        axis.axvline(block["reference"][metric], color="0.4", linestyle=":", linewidth=1,
-                     label=f"reference {block['reference'][metric]:g}")
-        axis.set_xlabel({"latency": "inference latency, batch 1 (ms)", "memory": "peak training memory (MB)"}[front])
-        axis.set_xscale("log")
-        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=9)
-    axes[0].set_ylabel("validation error")
-    figure.suptitle(f"{name}: fronts of every seed (rows within the equal budget)")
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _fmt(stats: dict[str, Any], spec: str = ".2f", scale: float = 1.0) -> str:
-    if not stats.get("n"):
-        return "n/a"
-    text = f"{stats['mean'] * scale:{spec}}"
-    if stats["of"] > 1:
-        text += f" [{stats['min'] * scale:{spec}}, {stats['max'] * scale:{spec}}]"
-    if stats["n"] < stats["of"]:
-        text += f" ({stats['n']} of {stats['of']} seeds)"
-    return text
-
-
-def markdown(report: dict[str, Any]) -> str:
-    s = report["settings"]
-    lines = [
-        "# SpiderNet vs random search vs stock PBT, at equal compute",
-        "",
-        f"{s['date']}, {s['os_cpus']}-core CPU machine shared with other jobs (load average {s['load_average_start']:.1f} "
-        f"at the start, {s['load_average_end']:.1f} at the end), local Ray with {s['cpus']} CPUs for every run, "
-        f"Ray {s['ray']}, torch {s['torch']}, code {s['code']}. Total wall time {s['total_minutes']:.1f} min.",
-        "",
-        "Each run is cut at the same budget of trial-epochs (population x rounds x epochs per round), in the order "
-        "its rows arrived. Values are the mean over seeds with [min, max]. Hypervolumes are in val error x ms and "
-        "val error x MB against the fixed reference point. The best model is the row with the best validation "
-        "accuracy. Its test accuracy comes from retraining it from scratch under one recipe (`spidernet_ray.retrain`). "
-        "Time to target is the wall time from the run's start until the best validation accuracy so far first "
-        "reached random search's final best on the same seed.",
-        "",
-    ]
-    for name, block in report["datasets"].items():
-        st, ref = block["settings"], block["reference"]
-        lines += [
-            f"## {name}",
-            "",
-            f"Population {st['population']}, {st['rounds']} rounds x {st['epochs_per_round']} epoch(s), "
-            f"C={st['channels']}, {st['reductions']} reductions, batch {st['batch_size']}"
-            + (f", {st['subset']} training examples" if st.get("subset") else "")
-            + f"; budget {st['budget_trial_epochs']} trial-epochs per run; seeds {block['seeds']}; "
-            f"retrain {st['retrain_epochs']} epochs. Reference point: val error {ref['val_error']:g}, "
-            f"{ref['latency_ms']:g} ms, {ref['peak_memory_mb']:g} MB.",
-            "",
-            "| | SpiderNet | random search | stock PBT |",
-            "|---|---:|---:|---:|",
-        ]
-        per = block["strategies"]
-        rows = [
-            ("hypervolume (val error, latency)", "hypervolume_latency", ".2f", 1.0),
-            ("hypervolume (val error, memory)", "hypervolume_memory", ".2f", 1.0),
-            ("best val accuracy (%)", "best_val_accuracy", ".2f", 100.0),
-            ("best model: params", "best_params", ",.0f", 1.0),
-            ("best model: latency (ms)", "best_latency_ms", ".2f", 1.0),
-            ("best model: peak memory (MB)", "best_peak_memory_mb", ".1f", 1.0),
-            ("best model retrained: test accuracy (%)", "test_accuracy", ".2f", 100.0),
-            ("wall time (s)", "wall_seconds", ".0f", 1.0),
-            ("time to random's final best (s)", "time_to_target_s", ".0f", 1.0),
-        ]
-        for label, key, spec, scale in rows:
-            lines.append(f"| {label} | " + " | ".join(_fmt(per[x][key], spec, scale) for x in STRATEGIES) + " |")
-        lines.append("| trial-epochs counted (reported) per seed | " + " | ".join(
-            ", ".join(f"{c} ({r})" for c, r in zip(per[x]["trial_epochs_counted"], per[x]["trial_epochs_reported"]))
-            for x in STRATEGIES) + " |")
-        lines += [
-            "",
-            "| ratio, SpiderNet / baseline | per seed | mean [min, max] | target |",
-            "|---|---|---:|---|",
-        ]
-
-        def ratio_line(label, stats, target):
-            per_seed = ", ".join("never" if v is None else f"{v:.2f}" for v in stats["per_seed"])
-            return f"| {label} | {per_seed} | {_fmt(stats)} | {target} |"
-
-        lines += [
-            ratio_line("hypervolume (latency) vs random", block["hypervolume_ratio_vs_random"]["latency"], ">= 1.2"),
-            ratio_line("hypervolume (memory) vs random", block["hypervolume_ratio_vs_random"]["memory"], ">= 1.2"),
-            ratio_line("hypervolume (latency) vs stock PBT", block["hypervolume_ratio_vs_pbt"]["latency"], ""),
-            ratio_line("hypervolume (memory) vs stock PBT", block["hypervolume_ratio_vs_pbt"]["memory"], ""),
-            ratio_line("best model params vs random", block["params_ratio_vs_random"], "<= 0.7"),
-            ratio_line("best model peak memory vs random", block["memory_ratio_vs_random"], "<= 0.7"),
-            ratio_line("best model latency vs random", block["latency_ratio_vs_random"], ""),
-            ratio_line("time to target vs random", block["time_to_target_ratio_vs_random"], "<= 0.5"),
-            ratio_line("best val accuracy minus random's (points)", _scaled(block["val_accuracy_difference_vs_random"]),
-                       ">= 0"),
-            ratio_line("retrained test accuracy minus random's (points)",
-                       _scaled(block["test_accuracy_difference_vs_random"]), ""),
-            "",
-            f"![{name} fronts](compare_{name}.png)",
-            "",
-            "Splits carried at the end by each member (per seed): " + "; ".join(
-                f"{x}: " + " / ".join(str(r["runs"][x]["splits_at_end"]) for r in block["per_seed"])
-                for x in ("spidernet", "random")) + ".",
-            "",
-        ]
-        if block.get("variants"):  # absent in compare.json files written before the variants
-            lines += variant_table(name, block["variants"])
-    commands = report["settings"]["command"]
-    lines += ["## Reading", "", report.get("reading", "(see the report of the run)"), "", "Produced by:", "", "```",
-              *([commands] if isinstance(commands, str) else commands), "```", ""]
-    return "\n".join(lines)
-
-
-def variant_table(name: str, variants: Mapping[str, Any]) -> list[str]:
-    """One line per variant: its figures over plain SpiderNet of the same seed, and what its extension did."""
-    lines = [
-        f"### {name}: extensions vs plain SpiderNet at equal compute",
-        "",
-        "Each variant is SpiderNet with one extension on, cut at the same trial-epoch budget; ratios are "
-        "variant / plain SpiderNet of the same seed (accuracy differences in points), mean [min, max] over seeds. "
-        "The last column sums over the seeds' counted rows: non-split mutations carried out / drawn, ops deleted, "
-        "channels removed, snapshots taken, rounds that trained longer than the others.",
-        "",
-        "| variant | hypervolume (latency) | hypervolume (memory) | best val acc (points) | best model params "
-        "| best model memory | best model latency | retrained test acc (points) | wall time "
-        "| trial-epochs counted | what the extension did |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for variant, v in variants.items():
-        cells = [_fmt(v["hypervolume_ratio"]["latency"]), _fmt(v["hypervolume_ratio"]["memory"]),
-                 _fmt(_scaled(v["val_accuracy_difference"])), _fmt(v["params_ratio"]), _fmt(v["memory_ratio"]),
-                 _fmt(v["latency_ratio"]), _fmt(_scaled(v["test_accuracy_difference"])), _fmt(v["wall_time_ratio"]),
-                 ", ".join(map(str, v["trial_epochs_counted"])), activity_text(v["activity"])]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    return lines + [""]
-
-
-def activity_text(activities: Sequence[Mapping[str, Any] | None]) -> str:
-    """The seeds' ``extension_activity`` summed, in a few words."""
-    mutations: dict[str, list[int]] = {}
-    totals = {"ops_deleted": 0, "channels_removed": 0, "snapshots": 0, "longer_rounds": 0}
-    for activity in filter(None, activities):
-        for kind, counts in activity["mutations"].items():
-            seen = mutations.setdefault(kind, [0, 0])
-            seen[0] += counts["done"]
-            seen[1] += counts["asked"]
-        for key in totals:
-            totals[key] += activity.get(key, 0)
-    words = [f"{kind} {done}/{asked}" for kind, (done, asked) in sorted(mutations.items()) if kind != "split"]
-    words.append(f"{totals['ops_deleted']} ops deleted")
-    words += [f"{n} {key.replace('_', ' ')}" for key, n in totals.items() if key != "ops_deleted" and n]
-    return ", ".join(words)
-
-
-def _scaled(stats: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy differences in points (x100)."""
-    out = {k: (v * 100 if isinstance(v, float) else v) for k, v in stats.items() if k != "per_seed"}
-    out["per_seed"] = [None if v is None else v * 100 for v in stats["per_seed"]]
-    return out
+    runs, configs = {}, {}
+    for arm in arm_order(seed):
+        configs[arm] = config = search_config(plan, arm, seed, storage)
+        print(f"\n=== {config.dataset} seed {seed}: {arm} ({plan.budget_seconds:g} s) ===", flush=True)
+        runs[arm] = run_arm(config, plan.budget_seconds)
+        if not keep:
+            shutil.rmtree(config.experiment_path, ignore_errors=True)
+    config = configs["spidernet"]
+    genomes = {entry["genome_hash"]: entry["genome"] for run in runs.values() for entry in run["front"]}
+    splits = retrain_splits(config, plan.test_examples)
+    recipe = Recipe(epochs=plan.retrain_epochs, batch_size=config.batch_size, seed=seed).validate()
+    started = time.time()
+    print(f"\n=== {config.dataset} seed {seed}: retraining {len(genomes)} models, {recipe.epochs} epochs ===", flush=True)
+    trained = retrain(genomes, splits, recipe, storage / f"{config.dataset}-seed{seed}-retrain") if genomes else {}
+    reference = handwritten(config, splits)
+    measured = measure_models({**genomes, "handwritten": reference}, splits.input_shape, config.batch_size)
+    for run in runs.values():
+        run["models"] = [{**{k: v for k, v in entry.items() if k != "genome"},
+                          "search_latency_ms": entry["latency_ms"], "search_peak_memory_mb": entry["peak_memory_mb"],
+                          **trained.get(entry["genome_hash"], {}),
+                          **{k: measured[entry["genome_hash"]][k] for k in ("latency_ms", "latency_spread_ms",
+                                                                             "peak_memory_mb", "params", "flops")}}
+                         for entry in run.pop("front")]
+    if not keep:
+        shutil.rmtree(storage / f"{config.dataset}-seed{seed}-retrain", ignore_errors=True)
+    return {"seed": seed, "order": arm_order(seed), "runs": runs, "retrain_seconds": time.time() - started,
+            "handwritten_latency_ms": measured["handwritten"]["latency_ms"],
+            "test_examples": len(splits.y_test), "val_examples": len(splits.y_val),
+            "train_examples": len(splits.y_train)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -701,40 +511,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from spidernet_ray.tuner import start_ray
 
     args = parse_args(argv)
-    if args.render:
-        return render(args.output or RESULTS, args.reading, args.storage)
-    if args.quick and args.seeds == [0, 1, 2]:
-        args.seeds = [0]
     output = args.output or (Path(tempfile.mkdtemp(prefix="compare-quick-")) if args.quick else RESULTS)
+    if args.render:
+        return render(output, args.reading)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="compare-runs-"))
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    start_ray(None, args.cpus, 0, 0)
-    started, load_start = time.perf_counter(), os.getloadavg()[0]
-    report: dict[str, Any] = {"datasets": {}, "targets": TARGETS}
+    start_ray(None, args.cpus, 0, 0)  # once: every arm and retrain runs on this Ray
+    started, load_start = time.time(), os.getloadavg()[0]
+    report: dict[str, Any] = {"datasets": {}}
     if args.reading:
         report["reading"] = args.reading.read_text().strip()
     output.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
-        block = run_dataset(name, args, storage)
-        fronts = {x: [r["runs"][x].pop("front_rows") for r in block["per_seed"]] for x in STRATEGIES}
-        for seed_row in block["per_seed"]:  # the plot shows the strategies only
-            for run in seed_row.get("variants", {}).values():
-                run.pop("front_rows")
-        plot_fronts(name, block, fronts, output / f"compare_{name}.png")
-        report["datasets"][name] = block
-        report["settings"] = {
-            "command": "python benchmarks/compare.py " + " ".join(part for part in [
-                f"--datasets {' '.join(args.datasets)}", f"--seeds {' '.join(map(str, args.seeds))}",
-                f"--variants {' '.join(args.variants)}".strip(), "--quick" * args.quick, f"--cpus {args.cpus}",
-            ] if part),
-            "cpus": args.cpus, "os_cpus": os.cpu_count(), "load_average_start": load_start,
-            "load_average_end": os.getloadavg()[0], "total_minutes": (time.perf_counter() - started) / 60,
-            "ray": ray.__version__, "torch": torch.__version__, "machine": platform.machine(), "code": code_version(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        # Written after every dataset, so a run cut short keeps what it finished.
-        (output / "compare.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
-        (output / "compare.md").write_text(markdown(report))
+        plan = dataset_plan(name, args)
+        per_seed = []
+        for seed in plan.seeds:
+            per_seed.append(run_seed(plan, seed, storage, args.keep))
+            report["datasets"][name] = {
+                "seeds": [r["seed"] for r in per_seed], "budget_seconds": plan.budget_seconds,
+                "plan": dataclasses.asdict(plan), "reference_point": list(REFERENCE_POINT), "front_size": FRONT_SIZE,
+                **summarise_dataset(per_seed, plan.budget_seconds), "per_seed": per_seed,
+            }
+            report["settings"] = settings(args, started, load_start, ray.__version__, torch.__version__)
+            write(report, output)  # after every seed, so a run cut short keeps what it finished
+        plot_dataset(name, report["datasets"][name], output)
     print(markdown(report))
     print(f"written: {output}")
     if not args.keep and args.storage is None:
@@ -742,21 +542,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def render(output: Path, reading: Path | None, storage: Path | None = None) -> dict[str, Any]:
-    """Rewrite compare.md from compare.json (with a new reading, which is stored in compare.json too), and
-    the plots too when ``storage`` holds the runs (kept with --keep)."""
-    path = output / "compare.json"
-    report = json.loads(path.read_text())
+def settings(args: argparse.Namespace, started: float, load_start: float, ray_version: str,
+             torch_version: str) -> dict[str, Any]:
+    command = ["python benchmarks/compare.py", *(["--quick"] if args.quick else []),
+               f"--datasets {' '.join(args.datasets)}", *([f"--seeds {' '.join(map(str, args.seeds))}"] if args.seeds
+                                                          else []), f"--cpus {args.cpus}"]
+    return {"command": " ".join(command), "cpus": args.cpus, "os_cpus": os.cpu_count(),
+            "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+            "total_minutes": (time.time() - started) / 60, "ray": ray_version, "torch": torch_version,
+            "machine": platform.machine(), "code": code_version(("spidernet_ray", "benchmarks")),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "calibration": CALIBRATION}
+
+
+def write(report: Mapping[str, Any], output: Path) -> None:
+    (output / "compare.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    (output / "compare.md").write_text(markdown(report))
+
+
+def render(output: Path, reading: Path | None) -> dict[str, Any]:
+    """Rewrite compare.md and the plots from compare.json (with a new reading, kept in compare.json)."""
+    report = json.loads((output / "compare.json").read_text())
     if reading is not None:
         report["reading"] = reading.read_text().strip()
-        path.write_text(json.dumps(report, indent=1) + "\n")
-    for name, block in report["datasets"].items() if storage is not None else ():
-        st = block["settings"]
-        fronts = {x: [scored_rows(arrival_rows(storage / run_name(st["dataset"], x, seed)),
-                                  st["budget_trial_epochs"], st["epochs_per_round"]) for seed in block["seeds"]]
-                  for x in STRATEGIES}
-        plot_fronts(name, block, fronts, output / f"compare_{name}.png")
-    (output / "compare.md").write_text(markdown(report))
+    write(report, output)
+    for name, block in report["datasets"].items():
+        plot_dataset(name, block, output)
     return report
 
 
@@ -764,6 +574,174 @@ def _json_default(value):
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# -- reporting -------------------------------------------------------------------------------------------------
+COLORS = {"spidernet": "tab:blue", "random": "tab:orange", "random_asha": "tab:red", "pbt": "tab:green"}
+LABELS = {"spidernet": "SpiderNet", "random": "random search", "random_asha": "random + ASHA", "pbt": "stock PBT"}
+
+
+def plot_dataset(name: str, block: Mapping[str, Any], output: Path) -> None:
+    """``compare_<name>_test_fronts.png``: every retrained model on test, each seed's front a step line;
+    ``compare_<name>_anytime.png``: the anytime hypervolume on validation, mean over seeds and its range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True, constrained_layout=True)
+    for axis, (cost, metric) in zip(axes, COSTS.items()):
+        for arm in ARMS:
+            for index, record in enumerate(block["per_seed"]):
+                models = delivered(record["runs"][arm]["models"])
+                if not models:
+                    continue
+                points = sorted((m[metric], 100 * (1 - m["test_accuracy"])) for m in models)
+                front = [points[0]]
+                for x, y in points[1:]:
+                    if y < front[-1][1]:
+                        front.append((x, y))
+                xs, ys = zip(*points)
+                axis.scatter(xs, ys, s=12, color=COLORS[arm], alpha=0.35, linewidths=0)
+                fx, fy = zip(*front)
+                axis.step(fx, fy, where="post", color=COLORS[arm], alpha=0.5, linewidth=1,
+                          label=LABELS[arm] if index == 0 else None)
+        if cost == "latency":
+            for multiple, budget in zip(block["latency_budget_multiples"], block["latency_budgets_ms"]):
+                axis.axvline(budget, color="0.4", linestyle=":", linewidth=1)
+                axis.annotate(f"{multiple:g}x hand-written (median)", (budget, 1), xycoords=("data", "axes fraction"),
+                              fontsize=8, rotation=90, va="top", ha="right", color="0.4")
+        axis.set_xlabel({"latency": "latency, batch 1, one thread (ms)", "memory": "peak training memory (MB)"}[cost])
+        axis.set_xscale("log")
+        axis.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.grid(True, alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:  # an arm that delivered nothing has no line
+            axis.legend(fontsize=9)
+    axes[0].set_ylabel("test error of the retrained model (%)")
+    figure.suptitle(f"{name}: what each arm delivered (validation fronts retrained, on test), every seed")
+    figure.savefig(output / f"compare_{name}_test_fronts.png", dpi=110)
+    plt.close(figure)
+
+    anytime = block["anytime"]
+    figure, axis = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for arm in ARMS:
+        curve = anytime[arm]
+        axis.plot(anytime["seconds"], curve["mean"], color=COLORS[arm], label=LABELS[arm])
+        axis.fill_between(anytime["seconds"], curve["min"], curve["max"], color=COLORS[arm], alpha=0.12)
+    axis.set_xlabel("seconds since the arm's start (set-up included)")
+    axis.set_ylabel("normalised hypervolume, (val error, latency)")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=9)
+    axis.set_title(f"{name}: everything seen on validation, mean over seeds [min, max]")
+    figure.savefig(output / f"compare_{name}_anytime.png", dpi=110)
+    plt.close(figure)
+
+
+def _fmt(stats: Mapping[str, Any], spec: str = ".3f", scale: float = 1.0) -> str:
+    if not stats.get("n"):
+        return "n/a"
+    text = f"{stats['mean'] * scale:{spec}}"
+    if stats["of"] > 1:
+        text += f" [{stats['min'] * scale:{spec}}, {stats['max'] * scale:{spec}}]"
+    if stats["n"] < stats["of"]:
+        text += f" ({stats['n']} of {stats['of']})"
+    return text
+
+
+def _ratio_line(label: str, stats: Mapping[str, Any]) -> str:
+    if stats["mean"] is None:
+        return f"| {label} | n/a | | | |"
+    per_seed = ", ".join("-" if v is None else f"{v:.2f}" for v in stats["per_seed"])
+    unmatched = stats.get("unmatched_seeds")
+    if unmatched:
+        per_seed += f"; no match: seed {', '.join(map(str, unmatched))}"
+    p = "n/a" if stats["p_value"] is None else f"{stats['p_value']:.3g}"
+    return (f"| {label} | {stats['mean']:.3f} | [{stats['ci95_low']:.3f}, {stats['ci95_high']:.3f}] | {p} "
+            f"| {per_seed} |")
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        "# What each search delivers at equal wall-clock: SpiderNet, random search, random search + ASHA, stock PBT",
+        "",
+        f"{s['date']}, {s['os_cpus']}-core CPU machine (load average {s['load_average_start']:.1f} at the start, "
+        f"{s['load_average_end']:.1f} at the end), one local Ray with {s['cpus']} CPUs for every arm, Ray {s['ray']}, "
+        f"torch {s['torch']}, code {s['code']}. Total wall time {s['total_minutes']:.1f} min.",
+        "",
+        "How it is scored. Every arm gets the same wall-clock seconds (Tune's `time_budget_s`; rounds never end "
+        "a run), and its rows are cut at that budget from the arm's own start, set-up included. Its final "
+        "validation front, the Pareto front of (val accuracy, latency) within the cut, at most "
+        f"{FRONT_SIZE} models chosen on validation only, is retrained from scratch under one recipe "
+        "(`spidernet_ray.retrain`), evaluated on the test split, and measured in the driver one model at a "
+        "time (latency at batch 1 on one thread, peak memory of a training step). Hypervolumes are over "
+        "(test error, latency) and (test error, peak memory) of those models, each axis normalised by its min "
+        "and max over every model of every arm and seed of the dataset, against the reference point "
+        f"({REFERENCE_POINT[0]:g}, {REFERENCE_POINT[1]:g}). Latency budgets are fixed multiples of the "
+        "hand-written network's latency. *Latency at matched accuracy*: take the baseline's best test "
+        "accuracy and its fastest model at that accuracy; among the search's models at least that accurate, "
+        "the lowest latency, divided by the baseline's. When no search model is that accurate (a non-match) "
+        "the seed is left out of the mean and interval and counted as the worst possible ratio in the "
+        "Wilcoxon test; non-matched seeds are listed. Ratios are search / baseline per seed: the mean, a 95 % "
+        "percentile-bootstrap interval of the mean, and the two-sided exact Wilcoxon signed-rank p-value on "
+        "the log ratios (with n seeds the smallest possible p is 2/2^n). Hypervolume ratios above 1 and "
+        "latency ratios below 1 favour the search.",
+        "",
+        f"Sizes and calibration: {s.get('calibration', '')}",
+        "",
+    ]
+    for name, block in report["datasets"].items():
+        plan, arms = block["plan"], block["arms"]
+        search = plan["search"]
+        first = block["per_seed"][0]
+        lines += [
+            f"## {name}",
+            "",
+            f"{block['budget_seconds']:g} s per arm; seeds {block['seeds']}; population {search['population']}, "
+            f"C={search['channels']}, {search['reductions']} reductions, batch {search['batch_size']}, "
+            f"{search['epochs_per_round']} epoch(s) per round; random search trains each member "
+            f"{plan['random_rounds']} rounds; {first['train_examples']} training, {first['val_examples']} "
+            f"validation and {first['test_examples']} test images; retrain {plan['retrain_epochs']} epochs. "
+            "Latency budgets: " + ", ".join(f"{m:g}x" for m in block["latency_budget_multiples"])
+            + " the hand-written network's latency, measured with each seed's models (median "
+            + ", ".join(f"{b:.3f}" for b in block["latency_budgets_ms"]) + " ms).",
+            "",
+            "| search / baseline | mean | 95 % CI | Wilcoxon p | per seed |",
+            "|---|---:|---|---:|---|",
+        ]
+        for baseline in BASELINES:
+            r = block["ratios"][baseline]
+            lines += [_ratio_line(f"hypervolume (test error, latency) vs {LABELS[baseline]}", r["hv_latency_ratio"]),
+                      _ratio_line(f"hypervolume (test error, memory) vs {LABELS[baseline]}", r["hv_memory_ratio"]),
+                      _ratio_line(f"latency at matched accuracy vs {LABELS[baseline]}",
+                                  r["latency_at_matched_accuracy_ratio"])]
+        lines += ["", "Per arm, mean [min, max] over seeds:", "",
+                  "| | " + " | ".join(LABELS[a] for a in ARMS) + " |", "|---|" + "---:|" * len(ARMS)]
+        rows = [("normalised hypervolume (test error, latency)", "hv_latency", ".3f", 1),
+                ("normalised hypervolume (test error, memory)", "hv_memory", ".3f", 1),
+                ("best test accuracy (%)", "best_test_accuracy", ".2f", 100)]
+        for label, key, spec, scale in rows:
+            lines.append(f"| {label} | " + " | ".join(_fmt(arms[a][key], spec, scale) for a in ARMS) + " |")
+        for k, multiple in enumerate(block["latency_budget_multiples"]):
+            lines.append(f"| best test accuracy within {multiple:g}x the hand-written network's latency (%) | "
+                         + " | ".join(_fmt(arms[a]["best_within_budgets"][k], ".2f", 100) for a in ARMS) + " |")
+        for label, key, spec in [("models delivered", "models_delivered", ".1f"),
+                                 ("members trained within the budget", "members", ".1f"),
+                                 ("architectures seen within the budget", "architectures", ".1f"),
+                                 ("trial-epochs within the budget", "trial_epochs_within", ".1f"),
+                                 ("trial-epochs reported (all)", "trial_epochs_reported", ".1f"),
+                                 ("rows cut (reported after the budget)", "rows_cut", ".1f"),
+                                 ("first row after (s)", "first_row_seconds", ".1f"),
+                                 ("wall time of the arm (s)", "wall_seconds", ".1f")]:
+            lines.append(f"| {label} | " + " | ".join(_fmt(arms[a][key], spec) for a in ARMS) + " |")
+        lines += ["", f"![{name}: retrained fronts on test](compare_{name}_test_fronts.png)", "",
+                  f"![{name}: anytime hypervolume on validation](compare_{name}_anytime.png)", ""]
+    commands = report["settings"]["command"]
+    lines += ["## Reading", "", report.get("reading", "(see the report of the run)"), "", "Produced by:", "", "```",
+              commands, "```", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The baselines a search is compared with, each a trainable for the same Tuner (``--strategy``).
 
-- ``random`` (``RandomSearchTrainable``): random architectures from the same space, trained with the
-  search's own recipe (supernet with gates, resource pressure, deadheading) and the same per-trial
-  budget, under a plain FIFO scheduler: no cloning, no mutation, no perturbation. Each member starts
-  from the initial genome plus a random number of random splits (``random_start``).
+- ``random`` (``RandomSearchTrainable``): random architectures from the space the search can reach
+  (``random_start``: extra nodes from splits, sparse edges, edges of one operation, narrowed operations),
+  trained with the search's own recipe (supernet with gates, resource pressure, deadheading) under a
+  plain FIFO scheduler: no cloning, no mutation, no perturbation.
+- ``random_asha``: the same members under Ray Tune's ``ASHAScheduler``, which stops the weaker ones
+  early so that more architectures are tried in the same time.
 - ``pbt`` (``StockPBTTrainable``): one fixed hand-written network for every member (``handwritten_genome``),
   trained without gates or pruning under Ray Tune's stock ``PopulationBasedTraining`` over the learning
   rate and weight decay.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from spidernet_ray import checkpoint as ckpt
@@ -23,6 +26,7 @@ from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits
 from spidernet_ray.genome import Genome, initial_genome
 from spidernet_ray.hardware import count_params, measure
+from spidernet_ray.ops import WIDTH_SITES
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.record import MemberReport
 from spidernet_ray.supernet import DiscreteNet
@@ -33,6 +37,17 @@ from spidernet_ray.trainable import SpiderNetTrainable, Stopwatch, _not_finite, 
 # (ReLU-conv-BN twice) that hand-designed mobile CNNs are built from.
 HANDWRITTEN_OP = "sep_conv_3x3"
 
+# How a random member's edges look. Pruning leaves search members with edges of a few operations, often of
+# one; channel search narrows convolutions. Random members are drawn across that whole range, and then
+# train with the search's recipe, so their gates prune them further as a search member's do.
+ONE_OP_SHARE = 1 / 3  # edges that keep a single operation
+OP_KEPT = 1 / 2  # otherwise each candidate operation stays with this probability (at least one does)
+NARROWED_SHARE = 1 / 2  # with channel search: narrowable operations given a random narrower width
+# A search lineage gains one split per exploit. Rounds no longer bound that when a time budget ends the
+# run (rounds are set high), and networks far deeper than the search grows cannot finish a round in the
+# budgets the comparison uses: this caps the extra splits a random member draws.
+MAX_EXTRA_SPLITS = 6
+
 
 # -- random search ------------------------------------------------------------------------------
 def max_random_splits(settings: SearchConfig) -> int:
@@ -40,18 +55,42 @@ def max_random_splits(settings: SearchConfig) -> int:
 
     A search member starts with ``initial_splits`` and gains one split per exploit; it can be the clone
     of an exploit at most once per round after the first, and clones inherit their donor's splits, so
-    the deepest lineage ends with ``initial_splits + rounds - 1``. Drawing the count uniformly from
-    0 up to that covers every size the search population can reach (pruning also takes search members
-    below their split count), without favouring the large end.
+    the deepest lineage ends with ``initial_splits + rounds - 1`` (at most ``MAX_EXTRA_SPLITS`` more than
+    it started with). Drawing the count uniformly from 0 up to that covers every size the search
+    population can reach (pruning also takes search members below their split count), without
+    favouring the large end.
     """
-    return settings.initial_splits + settings.rounds - 1
+    return settings.initial_splits + min(settings.rounds - 1, MAX_EXTRA_SPLITS)
+
+
+def random_ops(rng: random.Random, candidates: tuple[str, ...]) -> tuple[str, ...]:
+    """A random non-empty subset of ``candidates``: one operation on ``ONE_OP_SHARE`` of the edges."""
+    if rng.random() < ONE_OP_SHARE:
+        return (rng.choice(candidates),)
+    kept = tuple(op for op in candidates if rng.random() < OP_KEPT)
+    return kept or (rng.choice(candidates),)
 
 
 def random_start(splits: DataSplits, settings: SearchConfig, seed: int) -> Genome:
-    """The initial genome plus a uniformly random number (0..``max_random_splits``) of random splits."""
+    """A random architecture of the space the search reaches: the initial genome plus a uniformly random
+    number (0..``max_random_splits``) of random splits, every edge then keeping a random non-empty subset
+    of its operations (``random_ops``), and with channel search on, some convolutions narrowed to a random
+    hidden width below the cell's channels (``NARROWED_SHARE``)."""
     rng = random.Random(seed)
     count = rng.randint(0, max_random_splits(settings))
-    return seeded_start(splits, settings, seed=rng.randrange(2**31), count=count)
+    # From every candidate op (the search's sparse start aside): the search reaches them all by growing.
+    genome = seeded_start(splits, replace(settings, start_ops=0), seed=rng.randrange(2**31), count=count)
+    widths = {}
+    for k, cell in enumerate(genome.cells):
+        for edge in cell.edges:
+            kept = random_ops(rng, edge.ops)
+            for op in sorted(set(edge.ops) - set(kept)):
+                genome = genome.remove_op(k, edge.src, edge.dst, op)  # never the last op: nothing is cut off
+            channels = genome.cell_channels(k)
+            for op in sorted(set(kept) & set(WIDTH_SITES)):
+                if settings.channel_search and channels > 1 and rng.random() < NARROWED_SHARE:
+                    widths[(k, edge.src, edge.dst, op)] = rng.randint(1, channels - 1)
+    return genome.with_widths(widths) if widths else genome
 
 
 class RandomSearchTrainable(SpiderNetTrainable):
@@ -71,7 +110,7 @@ def handwritten_genome(splits: DataSplits, settings: SearchConfig) -> Genome:
     count is closest to a search member's at the start (the initial genome with its initial splits and
     every candidate operation, seed 0), which is what pruning then shrinks from.
     """
-    target = count_params(DiscreteNet(seeded_start(splits, settings, seed=0)))
+    target = count_params(DiscreteNet(seeded_start(splits, replace(settings, start_ops=0), seed=0)))
 
     def plain(channels: int) -> Genome:
         return initial_genome(splits.input_shape, splits.num_classes, settings.reductions, channels,

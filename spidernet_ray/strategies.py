@@ -17,15 +17,18 @@ if TYPE_CHECKING:
     from spidernet_ray.config import SearchConfig
 
 
+# A strategy that samples members until its time budget ends the run samples at most this many.
+UNBOUNDED_SAMPLES = 100_000
+
+
 @dataclass(frozen=True)
 class Strategy:
-    """What a strategy runs: a ``tune.Trainable`` class, a Tune scheduler (None: FIFO), and whether it
-    keeps sampling new members until the run's time budget ends (``population`` at a time) instead of
-    training exactly ``population`` members."""
+    """What a strategy runs: a ``tune.Trainable`` class, a Tune scheduler (None: FIFO), and how many
+    members Tune samples in all (None: the population), never more than ``population`` at a time."""
 
     trainable: type
     scheduler: Any = None
-    endless: bool = False
+    samples: int | None = None
 
 
 StrategyBuilder = Callable[["SearchConfig", Path], Strategy]  # (config, run directory) -> Strategy
@@ -111,25 +114,35 @@ def spidernet(config: SearchConfig, run_dir: Path) -> Strategy:
     return Strategy(SpiderNetTrainable, spidernet_scheduler(config, run_dir))
 
 
+def random_samples(config: SearchConfig) -> int:
+    """Random search keeps sampling new architectures, ``population`` at a time, as members finish
+    (random) or ASHA stops them (random_asha): until the time budget ends the run when there is one,
+    else up to population x rounds for random_asha (at least the search's trial-rounds, most members
+    being stopped after a round or two) and the population alone for random (each trains every round)."""
+    if config.time_budget_s is not None:
+        return UNBOUNDED_SAMPLES
+    return config.population * config.rounds if config.strategy == "random_asha" else config.population
+
+
 @register_strategy("random")
 def random_search(config: SearchConfig, run_dir: Path) -> Strategy:
     """Random architectures from the search's space, its training recipe, no scheduler."""
     from spidernet_ray.baselines import RandomSearchTrainable
 
-    return Strategy(RandomSearchTrainable, endless=config.time_budget_s is not None)
+    return Strategy(RandomSearchTrainable, samples=random_samples(config))
 
 
 @register_strategy("random_asha")
 def random_asha(config: SearchConfig, run_dir: Path) -> Strategy:
     """Random search under Ray Tune's ASHA early stopping: members that trail at a rung stop, and new
-    random members take their place until the time budget (or the population, without one) is spent."""
+    random members take their place."""
     from ray.tune.schedulers import ASHAScheduler
 
     from spidernet_ray.baselines import RandomSearchTrainable
 
     scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_accuracy", mode="max",
                               max_t=config.rounds, grace_period=1, reduction_factor=2)
-    return Strategy(RandomSearchTrainable, scheduler, endless=config.time_budget_s is not None)
+    return Strategy(RandomSearchTrainable, scheduler, samples=random_samples(config))
 
 
 @register_strategy("pbt")

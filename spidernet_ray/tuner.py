@@ -25,10 +25,6 @@ from spidernet_ray.rundir import restore_cut_short_snapshots
 from spidernet_ray.strategies import build_strategy
 from spidernet_ray.trainable import param_space
 
-# A strategy that samples new members until its time budget ends runs at most this many in all.
-ENDLESS_SAMPLES = 100_000
-
-
 def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbose: int,
               dashboard: bool = False) -> None:
     """Attach to ``address`` or start a local Ray; a Ray already running is kept.
@@ -72,11 +68,10 @@ def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome |
         param_space=param_space(config, start_genome),
         tune_config=tune.TuneConfig(
             scheduler=strategy.scheduler,
-            num_samples=ENDLESS_SAMPLES if strategy.endless else config.population,
-            max_concurrent_trials=config.population if strategy.endless else None,
+            num_samples=strategy.samples or config.population,
             time_budget_s=config.time_budget_s,
             reuse_actors=True,
-            search_alg=BasicVariantGenerator(random_state=config.seed),
+            search_alg=BasicVariantGenerator(random_state=config.seed, max_concurrent=config.population),
         ),
         run_config=tune.RunConfig(
             name=config.name,

@@ -48,6 +48,7 @@ CASES = {
     "val fraction 1": (["--val-fraction", "1"], {}, "--val-fraction must be in (0, 1)"),
     "subset too small to split": (["--subset", "5"], {}, "5 training examples are too few"),
     "proxy samples zero": (["--proxy-samples", "0"], {}, "--proxy-samples must be a positive integer"),
+    "time budget zero": (["--time-budget-s", "0"], {}, "--time-budget-s must be a positive number"),
     "crossover probability above 1": (["--crossover", "--crossover-probability", "1.5"], {},
                                       "--crossover-probability must be in [0, 1]"),
     # flags: names

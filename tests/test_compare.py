@@ -1,208 +1,184 @@
-"""The comparison benchmark's own machinery (benchmarks/compare.py), on hand-made rows: hypervolume
-against hand-computed areas, the equal-budget cut (longer rounds of macro mutations included), snapshots
-scored with their rows, time to target, the ratios and the variants' comparison with plain SpiderNet."""
+"""The comparison's yardstick (benchmarks/compare.py, compare_stats.py) on hand-made data: normalised
+hypervolume against hand-computed areas, the bootstrap and the exact Wilcoxon test against known values,
+the equal-wall-clock cut, the front chosen on validation only, latency at matched accuracy, and the
+compare.json contract. One end-to-end --quick run on a real local Ray (marked ray and slow)."""
 
 import json
 import math
 
 import pytest
 
-from helpers import BENCHMARKS, load_benchmark
+from helpers import load_benchmark
 
 compare = load_benchmark("compare")
-
-REFERENCE = {"val_error": 1.0, "latency_ms": 4.0, "peak_memory_mb": 10.0}
-
-
-def row(acc, latency, memory=5.0, **extra):
-    return {"val_accuracy": acc, "latency_ms": latency, "peak_memory_mb": memory, "params": 100, **extra}
+stats = load_benchmark("compare_stats")
 
 
-def test_hypervolume_of_a_front_matches_the_hand_computed_area():
-    # Costs (val error, latency): (0.1, 2) and (0.2, 1) against (1, 4): boxes 0.9 x 2 and 0.8 x 3 overlapping
-    # in 0.8 x 2, so 1.8 + 2.4 - 1.6 = 2.6. (0.5, 3) is dominated and adds nothing.
-    rows = [row(0.9, 2.0), row(0.8, 1.0), row(0.5, 3.0)]
-    assert compare.front_hypervolume(rows, "latency_ms", REFERENCE) == pytest.approx(2.6)
+def model(test_acc, latency, memory=10.0, **extra):
+    """A retrained model as compare.py records it."""
+    return {"test_accuracy": test_acc, "latency_ms": latency, "peak_memory_mb": memory, **extra}
 
 
-def test_rows_outside_the_reference_or_diverged_add_nothing_to_the_hypervolume():
-    rows = [row(0.9, 2.0), row(0.8, 1.0)]
-    extra = [row(0.99, 5.0), row(0.99, 0.5, diverged=True), row(0.95, 0.1, memory=12.0)]
-    assert compare.front_hypervolume(rows + extra[:2], "latency_ms", REFERENCE) == pytest.approx(2.6)
-    assert compare.outside_reference(rows + extra, REFERENCE) == 2  # latency 5 > 4, memory 12 > 10
-    # One point alone: (1 - acc) x (reference - memory).
-    assert compare.front_hypervolume([row(0.75, 1.0, memory=6.0)], "peak_memory_mb", REFERENCE) == pytest.approx(0.75 * 4)
+def row(val_acc, latency, **extra):
+    """A row a member reported during the search."""
+    return {"val_accuracy": val_acc, "latency_ms": latency, "peak_memory_mb": 5.0, "params": 100,
+            "genome_hash": f"g{val_acc}-{latency}", "genome": "{}", **extra}
 
 
-def test_every_run_is_cut_at_the_same_trial_epoch_budget_in_arrival_order():
-    population, rounds, epochs = 3, 4, 2
-    budget = population * rounds * epochs
-    longer = [row(0.5 + i / 100, 1.0, timestamp=i) for i in range(population * rounds + 2)]  # a clone fell behind
-    exact = longer[: population * rounds]
-    for rows in (longer, exact):
-        counted = compare.within_budget(rows, budget, epochs)
-        assert compare.trial_epochs(counted, epochs) == budget
-        assert counted == rows[: population * rounds]  # the first rows to arrive
-    shorter = longer[: population * rounds - 1]  # a clone jumped ahead: one round less was trained
-    assert compare.trial_epochs(compare.within_budget(shorter, budget, epochs), epochs) == budget - epochs
+# -- hypervolume ---------------------------------------------------------------------------------------------
+def test_the_normalised_hypervolume_matches_the_hand_computed_area():
+    models = [model(0.9, 2.0), model(0.8, 1.0), model(0.7, 4.0)]
+    bounds = compare.pooled_bounds(models)
+    assert bounds["test_error"] == pytest.approx([0.1, 0.3]) and bounds["latency_ms"] == [1.0, 4.0]
+    # Scaled (test error, latency): (0, 1/3), (0.5, 0) and (1, 1), which the first dominates. Against
+    # (1.1, 1.1): the strip 1.1 x (1.1 - 1/3) plus 0.6 x 1/3 that only the second adds.
+    expected = 1.1 * (1.1 - 1 / 3) + 0.6 * (1 / 3)
+    assert compare.normalised_hypervolume(models, "latency_ms", bounds) == pytest.approx(expected)
 
 
-def test_a_run_is_scored_on_its_rows_within_the_budget_only():
-    rows = [row(0.5, 2.0, trial_id="a", timestamp=100), row(0.6, 3.0, trial_id="b", timestamp=101),
-            row(0.99, 0.5, trial_id="a", timestamp=102)]  # beyond the budget of 2 trial-epochs
-    run = compare.evaluate_run(rows, start=99.5, budget=2, epochs_per_round=1, reference=REFERENCE)
-    assert run["trial_epochs_counted"] == 2 and run["trial_epochs_reported"] == 3
-    assert run["best_val_accuracy"] == 0.6 and run["best"]["trial_id"] == "b"
-    assert run["progress"] == [(0.5, 0.5), (1.5, 0.6)]
-    # (0.5, 2) and (0.4, 3) against (1, 4): 0.5 x 2, plus the strip 0.1 x 1 only the second adds = 1.1
-    assert run["hypervolume_latency"] == pytest.approx(1.1)
+def test_the_axes_are_normalised_over_every_arm_so_one_arm_scores_against_the_pool():
+    search, baseline = [model(0.9, 1.0, memory=5.0)], [model(0.7, 3.0, memory=25.0)]
+    bounds = compare.pooled_bounds(search + baseline)
+    # At the pool's best on both axes: the whole reference box; at its worst on both: the corner 0.1 x 0.1.
+    assert compare.normalised_hypervolume(search, "latency_ms", bounds) == pytest.approx(1.1 * 1.1)
+    assert compare.normalised_hypervolume(baseline, "peak_memory_mb", bounds) == pytest.approx(0.1 * 0.1)
+    assert compare.normalised_hypervolume([], "latency_ms", bounds) == 0.0
+    # A model that failed to retrain delivers nothing.
+    assert compare.normalised_hypervolume([model(None, 1.0)], "latency_ms", bounds) == 0.0
 
 
-def test_time_to_target_is_when_the_best_so_far_first_reaches_it():
-    points = [(3.0, 0.5), (7.0, 0.8), (12.0, 0.9)]
-    assert compare.time_to_target(points, 0.8) == 7.0
-    assert compare.time_to_target(points, 0.85) == 12.0
-    assert compare.time_to_target(points, 0.95) is None
+# -- statistics -----------------------------------------------------------------------------------------------
+def test_the_bootstrap_interval_of_the_mean_on_hand_made_data():
+    # Two seeds, 0 and 1: resampled means are 0, 0.5 or 1 with chances 1/4, 1/2, 1/4.
+    assert stats.bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert stats.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    low, high = stats.bootstrap_ci([0.9, 1.1, 1.3, 1.0, 1.2])
+    assert 0.9 < low < 1.1 < high < 1.3
+    assert stats.bootstrap_ci([0.9, 1.1, 1.3]) == stats.bootstrap_ci([0.9, 1.1, 1.3])  # a fixed generator
 
 
-def test_the_best_row_prefers_accuracy_then_fewer_params():
-    rows = [row(0.8, 1.0, params=500), row(0.9, 1.0, params=300), row(0.9, 1.0, params=200),
-            row(0.99, 1.0, diverged=True)]
-    assert compare.best_row(rows)["params"] == 200
+def test_the_wilcoxon_p_value_matches_the_textbook_values():
+    # Darwin's Zea mays, crossed minus self-fertilised heights (Fisher, The Design of Experiments): the exact
+    # two-sided p-value is 0.041259765625 (signed-rank statistic 24).
+    darwin = [6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75]
+    assert stats.wilcoxon_signed_rank(darwin) == pytest.approx(0.041259765625, abs=1e-12)
+    # Five differences of one sign: 2 of the 32 equally likely sign patterns are as extreme.
+    assert stats.wilcoxon_signed_rank([0.1, 0.2, 0.3, 0.4, 0.5]) == 2 / 32
+    assert stats.wilcoxon_signed_rank([0.1, 0.2, 0.0, 0.3, 0.4, 0.5]) == 2 / 32  # a zero is dropped
+    # Tied magnitudes share a mid-rank (1, 2.5, 2.5, 4, 5, positives 1 + 2.5): 6 of 32 patterns sum <= 3.5.
+    assert stats.wilcoxon_signed_rank([0.4, -0.9, -0.4, 0.2, -0.6]) == 2 * 6 / 32
+    assert stats.wilcoxon_signed_rank([]) == 1.0
 
 
-def test_seed_ratios_and_their_spread():
-    def run(hv_latency, hv_memory, best_acc, params, memory, progress):
-        return {"hypervolume_latency": hv_latency, "hypervolume_memory": hv_memory, "best_val_accuracy": best_acc,
-                "best": {"params": params, "peak_memory_mb": memory, "latency_ms": 1.0}, "progress": progress,
-                "test_accuracy": best_acc}
-
-    runs = {"spidernet": run(3.0, 6.0, 0.9, 70, 7.0, [(5.0, 0.7), (10.0, 0.9)]),
-            "random": run(2.0, 5.0, 0.8, 100, 10.0, [(4.0, 0.6), (20.0, 0.8)]),
-            "pbt": run(1.5, 3.0, 0.7, 50, 4.0, [(2.0, 0.7)])}
-    ratios = compare.compare_seed(runs)
-    assert ratios["hypervolume_ratio_vs_random"] == {"latency": 1.5, "memory": 1.2}
-    assert ratios["hypervolume_ratio_vs_pbt"] == {"latency": 2.0, "memory": 2.0}
-    assert ratios["params_ratio_vs_random"] == 0.7 and ratios["memory_ratio_vs_random"] == 0.7
-    assert ratios["time_to_target_ratio_vs_random"] == 10.0 / 20.0
-    assert runs["pbt"]["time_to_target_s"] is None  # never reached random's 0.8
-    stats = compare.spread([0.5, None, 1.5])
-    assert stats["mean"] == 1.0 and stats["n"] == 2 and stats["of"] == 3 and stats["per_seed"] == [0.5, None, 1.5]
-    assert compare.ratio(1.0, 0.0) == math.inf and compare.ratio(None, 1.0) is None
+def test_a_ratio_summary_has_mean_interval_p_value_and_keeps_each_seed():
+    summary = stats.ratio_summary([1.2, 0.9, None, math.inf, 1.5])
+    assert summary["mean"] == pytest.approx(1.2) and summary["n"] == 3 and summary["of"] == 5
+    assert summary["ci95_low"] <= summary["mean"] <= summary["ci95_high"]
+    assert summary["per_seed"] == [1.2, 0.9, None, None, 1.5]
+    # The infinite ratio joins the test as the largest log ratio; the missing one is left out.
+    logs = [math.log(1.2), math.log(0.9), math.inf, math.log(1.5)]
+    assert summary["p_value"] == stats.wilcoxon_signed_rank(logs)
 
 
-def test_rows_are_read_in_arrival_order(tmp_path):
-    lines = [json.dumps({"trial_id": t, "training_iteration": i}) for t, i in [("b", 1), ("a", 1), ("b", 2)]]
-    (tmp_path / "rows.jsonl").write_text("\n".join(lines[:2]) + "\n{half a line\n" + lines[2] + "\n")
-    assert [(r["trial_id"], r["training_iteration"]) for r in compare.arrival_rows(tmp_path)] == [
-        ("b", 1), ("a", 1), ("b", 2)]
+# -- what an arm delivers -------------------------------------------------------------------------------------
+def test_each_arm_is_cut_at_the_budget_measured_from_its_own_start():
+    rows = [row(0.5, 1.0, timestamp=t) for t in (103, 110, 111, 140)] + [row(0.9, 1.0)]  # the last has no time
+    kept = compare.within_wall_clock(rows, start=100.5, budget_seconds=10)
+    # Ray stamps whole seconds: 110 may be 110.9, counted (up to a second late, alike for every arm); 111 is cut.
+    assert [r["timestamp"] for r in kept] == [103, 110]
+    assert compare.trial_epochs(kept, epochs_per_round=2) == 4
+    assert compare.trial_epochs([row(0.5, 1.0, round_epochs=3)], epochs_per_round=2) == 3
 
 
-def test_a_round_that_trained_longer_counts_its_round_epochs_against_the_budget():
-    rows = [row(0.5, 1.0, trial_id="a"), row(0.6, 1.0, trial_id="b", round_epochs=3), row(0.7, 1.0, trial_id="a")]
-    assert compare.trial_epochs(rows, 1) == 5
-    assert compare.within_budget(rows, 4, 1) == rows[:2]  # 1 + 3 fits; the third would make 5
-    # The cut is a prefix in arrival order: once a round overflows, nothing after it counts.
-    assert compare.within_budget(rows, 3, 1) == rows[:1]
-    assert compare.trial_epochs(compare.within_budget(rows, 3, 1), 1) == 1
+def test_the_front_is_chosen_on_validation_only():
+    chosen = row(0.90, 2.0, test_accuracy=0.80)
+    # Better on test but dominated on validation (less accurate and slower): never picked.
+    dominated = row(0.85, 3.0, test_accuracy=0.99)
+    faster = row(0.70, 1.0, test_accuracy=0.60)
+    front = compare.validation_front([chosen, dominated, faster])
+    assert [entry["genome_hash"] for entry in front] == [chosen["genome_hash"], faster["genome_hash"]]
+    assert compare.validation_front([row(0.99, 0.5, diverged=True), faster]) == compare.validation_front([faster])
 
 
-def snapshot(acc, latency, memory=5.0, **extra):
-    """An architecture snapshot as a member reports it in its round's ``snapshots`` JSON."""
-    return {"round": 1, "epoch": 1, "val_accuracy": acc, "latency_ms": latency, "peak_memory_mb": memory,
-            "params": 50, "genome": "{}", "genome_hash": "snap", **extra}
+def test_a_large_front_is_thinned_to_five_spread_along_it_with_both_ends():
+    front = [row(0.50 + k / 100, 1.0 + k) for k in range(9)]  # each faster one less accurate: all on the front
+    chosen = compare.validation_front(front)
+    assert [entry["latency_ms"] for entry in chosen] == [9.0, 7.0, 5.0, 3.0, 1.0]
 
 
-def test_snapshots_of_counted_rows_are_scored_at_no_extra_trial_epochs():
-    first = row(0.8, 2.0, trial_id="a", training_iteration=1, timestamp=100,
-                snapshots=json.dumps([snapshot(0.9, 1.0)]))
-    late = row(0.5, 3.0, trial_id="b", training_iteration=1, timestamp=101,
-               snapshots=json.dumps([snapshot(0.99, 0.5)]))  # beyond the budget: neither it nor its snapshot counts
-    run = compare.evaluate_run([first, late], start=99.0, budget=1, epochs_per_round=1, reference=REFERENCE)
-    # The row alone, (0.2, 2) against (1, 4): 0.8 x 2 = 1.6; its snapshot (0.1, 1) dominates it: 0.9 x 3 = 2.7.
-    assert compare.front_hypervolume([first], "latency_ms", REFERENCE) == pytest.approx(1.6)
-    assert run["hypervolume_latency"] == pytest.approx(2.7)
-    assert run["trial_epochs_counted"] == 1 and run["rows_counted"] == 1 and run["snapshots_counted"] == 1
-    assert run["best_val_accuracy"] == 0.9
-    assert run["best"]["snapshot"] is True and run["best"]["trial_id"] == "a" and run["best"]["params"] == 50
-    assert run["progress"] == [(1.0, 0.8), (1.0, 0.9)]  # the snapshot arrives with its row
+def test_latency_at_matched_accuracy_is_the_search_latency_at_the_baselines_best_accuracy():
+    baseline = [model(0.90, 2.0), model(0.90, 3.0), model(0.80, 0.5)]  # best 0.90, fastest there 2.0 ms
+    search = [model(0.95, 1.5), model(0.92, 1.0), model(0.85, 0.2)]  # at least 0.90: 1.5 and 1.0 ms
+    assert compare.latency_at_matched_accuracy(search, baseline) == 0.5
+    assert compare.latency_at_matched_accuracy([model(0.85, 0.2)], baseline) == math.inf  # no match
+    assert compare.latency_at_matched_accuracy(search, []) is None
 
 
-def plain_and_variant(hv_latency, hv_memory, acc, params, wall, test_acc, epochs=16, from_snapshot=False):
-    return {"hypervolume_latency": hv_latency, "hypervolume_memory": hv_memory, "best_val_accuracy": acc,
-            "best": {"params": params, "peak_memory_mb": 8.0, "latency_ms": 2.0, "snapshot": from_snapshot},
-            "test_accuracy": test_acc, "wall_seconds": wall, "trial_epochs_counted": epochs,
-            "trial_epochs_reported": epochs + 2, "snapshots_counted": 3 if from_snapshot else 0}
+def test_the_best_accuracy_within_a_latency_budget():
+    models = [model(0.95, 4.0), model(0.90, 2.0), model(0.80, 1.0)]
+    assert [compare.best_within(models, budget) for budget in (0.5, 1.0, 3.0, 9.0)] == [None, 0.80, 0.90, 0.95]
 
 
-def test_each_variant_is_compared_with_plain_spidernet_of_the_same_seed():
-    plain = [plain_and_variant(2.0, 4.0, 0.80, 100, 50.0, 0.70), plain_and_variant(4.0, 4.0, 0.90, 200, 40.0, 0.80)]
-    variant = [plain_and_variant(3.0, 2.0, 0.85, 50, 100.0, 0.75, epochs=15, from_snapshot=True),
-               plain_and_variant(2.0, 6.0, 0.80, 300, 40.0, 0.80)]
-    seed_rows = [{"seed": seed, "runs": {"spidernet": p}, "variants": {"gradual_pruning": v},
-                  "variant_ratios": {"gradual_pruning": compare.compare_variant(v, p)}}
-                 for seed, (p, v) in enumerate(zip(plain, variant))]
-    summary = compare.summarise_variants(seed_rows)["gradual_pruning"]
-    assert summary["hypervolume_ratio"]["latency"]["per_seed"] == [1.5, 0.5]
-    assert summary["hypervolume_ratio"]["latency"]["mean"] == pytest.approx(1.0)
-    assert summary["hypervolume_ratio"]["memory"]["per_seed"] == [0.5, 1.5]
-    assert summary["val_accuracy_difference"]["per_seed"] == pytest.approx([0.05, -0.10])
-    assert summary["params_ratio"]["min"] == 0.5 and summary["params_ratio"]["max"] == 1.5
-    assert summary["test_accuracy_difference"]["per_seed"] == pytest.approx([0.05, 0.0])
-    assert summary["wall_time_ratio"]["per_seed"] == [2.0, 1.0]
-    assert summary["trial_epochs_counted"] == [15, 16] and summary["snapshots_counted"] == [3, 0]
-    assert summary["best_is_snapshot"] == [True, False]
-    assert compare.summarise_variants([{"seed": 0, "runs": {"spidernet": plain[0]}}]) == {}  # no variants run
+def test_the_anytime_hypervolume_only_grows():
+    seen = [[1.0, 0.5, 3.0], [4.0, 0.8, 2.0], [9.0, 0.6, 1.0]]
+    bounds = {"val_error": [0.2, 0.5], "latency_ms": [1.0, 3.0]}
+    curve = compare.anytime_hypervolume(seen, [0.0, 2.0, 5.0, 10.0], bounds)
+    assert curve[0] == 0.0 and curve == sorted(curve) and curve[1] == pytest.approx(0.1 * 0.1)
 
 
-def test_a_mutation_that_fell_back_to_a_split_counts_as_drawn_but_not_carried_out():
-    rows = [row(0.5, 1.0, mutation=json.dumps({"kind": "crossover", "applied": False, "chosen": [0, 0, 1]})),
-            row(0.5, 1.0, mutation=json.dumps({"kind": "crossover", "applied": True, "chosen": None})),
-            row(0.5, 1.0, mutation=json.dumps({"kind": "split", "chosen": None})),
-            row(0.5, 1.0, mutation="", ops_deleted=2, round_epochs=2, channels_removed=4)]
-    activity = compare.extension_activity(rows, epochs_per_round=1)
-    assert activity["mutations"] == {"crossover": {"asked": 2, "done": 1}, "split": {"asked": 1, "done": 0}}
-    assert activity["ops_deleted"] == 2 and activity["channels_removed"] == 4 and activity["longer_rounds"] == 1
-    assert compare.activity_text([activity, activity]) == (
-        "crossover 2/4, 4 ops deleted, 8 channels removed, 2 longer rounds")
+# -- the arms and the results file ------------------------------------------------------------------------------
+def test_every_arm_gets_the_same_wall_clock_and_only_random_search_a_finite_member_length(tmp_path):
+    plan = compare.PLANS["digits"]
+    configs = {arm: compare.search_config(plan, arm, 3, tmp_path) for arm in compare.ARMS}
+    assert {c.time_budget_s for c in configs.values()} == {plan.budget_seconds}
+    assert configs["random"].rounds == plan.random_rounds
+    assert {configs[arm].rounds for arm in ("spidernet", "random_asha", "pbt")} == {compare.ROUNDS}
+    assert len({c.name for c in configs.values()}) == len(compare.ARMS)
+    assert configs["spidernet"].val_fraction * 1438 >= 400  # digits' training pool: validation of 400+
+    assert compare.arm_order(0) == list(compare.ARMS) and compare.arm_order(1) == [*compare.ARMS[1:], "spidernet"]
 
 
-def test_every_variant_is_spidernet_with_its_own_extension_on_under_its_own_name(tmp_path):
-    settings = dict(compare.DATASETS["digits"])
-    plain = compare.search_config(settings, "spidernet", 1, tmp_path)
-    names = {plain.name}
-    for variant, extension in compare.VARIANTS.items():
-        config = compare.search_config(settings, variant, 1, tmp_path)
-        changed = {k for k in extension if getattr(config, k) != getattr(plain, k)}
-        assert config.strategy == "spidernet" and changed == set(extension), variant
-        names.add(config.name)
-    assert len(names) == 1 + len(compare.VARIANTS)
-    # One such arm takes a snapshot within a member's epochs here, else gradual pruning's snapshots never come.
-    epochs_of_a_member = settings["rounds"] * settings["epochs_per_round"]
-    assert 0 < compare.VARIANTS["gradual_pruning"]["snapshot_stable_epochs"] <= epochs_of_a_member
+def arm_record(models, seen=()):
+    return {"models": models, "seen": list(seen), "trial_epochs_within": 10, "trial_epochs_reported": 11,
+            "rows_cut": 1, "members": 4, "architectures": 6, "wall_seconds": 30.0, "first_row_seconds": 5.0}
 
 
-def test_the_arms_rotate_with_the_seed_and_variants_are_chosen_on_the_command_line():
-    arms = compare.arm_order(0, ["crossover"])
-    assert arms == ["spidernet", "random", "pbt", "crossover"]
-    assert compare.arm_order(1, ["crossover"]) == arms[1:] + arms[:1]
-    assert compare.parse_args([]).variants == list(compare.VARIANTS)
-    assert compare.parse_args(["--variants"]).variants == []
-    assert compare.parse_args(["--variants", "none"]).variants == []
-    chosen = ["crossover", "gradual_pruning"]
-    assert compare.parse_args(["--variants", *chosen]).variants == chosen
+def test_compare_json_holds_the_ratio_statistics_per_baseline():
+    per_seed = []
+    for seed in range(3):
+        runs = {"spidernet": arm_record([model(0.95, 1.0 + seed / 10), model(0.9, 0.5)], [[2.0, 0.9, 1.0]]),
+                "random": arm_record([model(0.90, 2.0)], [[3.0, 0.8, 2.0]]),
+                "random_asha": arm_record([model(0.92, 1.0)]),
+                "pbt": arm_record([])}  # delivered nothing
+        per_seed.append({"seed": seed, "runs": runs, "handwritten_latency_ms": 1.0})
+    block = compare.summarise_dataset(per_seed, budget_seconds=20)
+    for baseline in compare.BASELINES:
+        for figure in ("hv_latency_ratio", "hv_memory_ratio", "latency_at_matched_accuracy_ratio"):
+            assert {"mean", "ci95_low", "ci95_high", "p_value", "per_seed"} <= set(block["ratios"][baseline][figure])
+    random = block["ratios"]["random"]
+    assert random["latency_at_matched_accuracy_ratio"]["per_seed"] == [0.25, 0.25, 0.25]  # 0.5 ms vs 2 ms
+    assert random["hv_latency_ratio"]["mean"] > 1
+    # Stock PBT delivered nothing: no hypervolume ratio and no matched latency, but no error either.
+    assert block["ratios"]["pbt"]["latency_at_matched_accuracy_ratio"]["per_seed"] == [None] * 3
+    assert block["latency_budgets_ms"] == [0.75 * 1.0, 1.5, 3.0]  # multiples of the hand-written network's
+    assert block["arms"]["spidernet"]["best_within_budgets"][0]["mean"] == 0.9
+    assert len(block["anytime"]["spidernet"]["mean"]) == len(block["anytime"]["seconds"])
+    json.dumps(block)  # plain JSON
 
 
-def test_the_report_renders_a_variant_table_only_where_variants_ran():
-    report = json.loads((BENCHMARKS / "results" / "compare.json").read_text())
-    for block in report["datasets"].values():
-        block.pop("variants", None)  # as written before the variants existed
-    assert "extensions vs plain SpiderNet" not in compare.markdown(report)
-    block = next(iter(report["datasets"].values()))
-    run = plain_and_variant(3.0, 2.0, 0.85, 50, 100.0, 0.75)
-    seed_row = {"seed": 0, "variants": {"crossover": run},
-                "variant_ratios": {"crossover": compare.compare_variant(run, run)}}
-    block["variants"] = compare.summarise_variants([seed_row])
-    text = compare.markdown(report)
-    assert text.count("extensions vs plain SpiderNet") == 1
-    assert "| crossover | 1.00 | 1.00 | 0.00 | 1.00 |" in text
+@pytest.mark.ray
+def test_the_quick_run_writes_the_comparison_end_to_end(ray_local, tmp_path):
+    report = compare.main(["--quick", "--output", str(tmp_path), "--storage", str(tmp_path / "runs")])
+    block = report["datasets"]["digits"]
+    assert block["seeds"] == [100]
+    assert set(block["ratios"]) == set(compare.BASELINES)
+    written = json.loads((tmp_path / "compare.json").read_text())
+    assert written["datasets"]["digits"]["per_seed"][0]["order"] == compare.arm_order(100)
+    for name in ("compare.md", "compare_digits_test_fronts.png", "compare_digits_anytime.png"):
+        assert (tmp_path / name).is_file(), name
+    # On a quiet machine most arms report within the quick budget; a heavily loaded one may deliver nothing,
+    # and the run still writes every file.
+    for run in block["per_seed"][0]["runs"].values():
+        assert run["rows_reported"] >= run["rows_cut"] >= 0
+        for retrained in run["models"]:
+            assert 0 <= retrained["test_accuracy"] <= 1 and retrained["latency_ms"] > 0, retrained

@@ -19,6 +19,7 @@ from spidernet_ray.data import (
     DataError,
     RawDataset,
     cutout,
+    half_resolution,
     list_datasets,
     load_dataset,
     make_loaders,
@@ -263,6 +264,18 @@ def test_fashion_mnist_reads_the_official_flat_files(fashion):
     assert np.bincount(fashion.y_test).tolist() == [1000] * 10
     assert fashion.num_classes == 10 and fashion.classes[0] == "T-shirt/top" and not fashion.natural
     assert 0.25 < fashion.mean[0] < 0.32 and 0.3 < fashion.std[0] < 0.4  # the published 0.286 / 0.353
+
+
+def test_half_resolution_averages_each_2x2_block():
+    images = np.array([[[[0, 2, 10, 10], [4, 255, 10, 11], [7, 7, 0, 0], [7, 7, 0, 1]]]], dtype=np.uint8)
+    assert half_resolution(images).tolist() == [[[[65, 10], [7, 0]]]]  # (0+2+4+255)/4 = 65.25; 41/4 -> 10
+
+
+def test_fashion_mnist_at_14x14_is_the_same_data_at_half_resolution(fashion, fashion_dir):
+    half = load_dataset("fashion_mnist_14x14", fashion_dir, seed=0)
+    assert half.input_shape == (1, 14, 14) and half.classes == fashion.classes
+    assert np.array_equal(half.y_train, fashion.y_train) and np.array_equal(half.y_test, fashion.y_test)
+    assert np.array_equal(half.x_test, half_resolution(fashion.x_test))
 
 
 def test_fashion_mnist_in_torchvision_layout_gives_the_same_data(fashion, fashion_dir, tmp_path):

@@ -27,7 +27,7 @@ This package knows nothing about Ray: sharing ``DataSplits`` between workers is 
 
 from __future__ import annotations
 
-from spidernet_ray.data import datasets  # noqa: F401  (imported for its registrations)
+from spidernet_ray.data.datasets import half_resolution  # the import registers the built-in datasets
 from spidernet_ray.data.batches import Batches, Loaders, cutout, make_loaders, random_crop, random_flip
 from spidernet_ray.data.formats import read_cifar_pickle, read_idx
 from spidernet_ray.data.registry import (
@@ -51,6 +51,7 @@ __all__ = [
     "RawDataset",
     "channel_stats",
     "cutout",
+    "half_resolution",
     "list_datasets",
     "load_dataset",
     "make_loaders",
