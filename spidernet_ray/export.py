@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spidernet_ray.checkpoint import CHECKPOINT_DIR, CheckpointError, load_checkpoint
+from spidernet_ray.checkpoint import CHECKPOINT_DIR, TRAINER_STATE_FILE, CheckpointError, load_checkpoint
 from spidernet_ray.supernet import SuperNet
 
 FORMATS = ("pt2", "torchscript", "onnx")
@@ -229,10 +229,33 @@ def run_preprocessing(run_dir: Path, data_root: str | None = None) -> dict:
     return splits.preprocessing()
 
 
-def latest_checkpoint(trial_dir: Path) -> Path | None:
+def checkpoint_of_round(trial_dir: Path, round_: int | None, genome_hash: str | None) -> tuple[Path, str]:
+    """The trial's checkpoint saved at ``round_`` holding the network ``genome_hash`` (its trainer state
+    counts the rounds done), and a note that is empty unless Ray has since deleted it and the trial's
+    latest checkpoint stands in."""
     found = sorted((p for p in trial_dir.glob("checkpoint_*") if CHECKPOINT_DIR.fullmatch(p.name)),
-                   key=lambda p: int(CHECKPOINT_DIR.fullmatch(p.name).group(1)))
-    return found[-1] if found else None
+                   key=lambda p: int(CHECKPOINT_DIR.fullmatch(p.name).group(1)), reverse=True)
+    if not found:
+        raise CheckpointError(f"no checkpoint left in {trial_dir}")
+    same_round = None
+    for path in found:
+        try:
+            if json.loads((path / TRAINER_STATE_FILE).read_text()).get("rounds_done") != round_:
+                continue
+            same_round = same_round or path
+            if _discrete(load_checkpoint(path)).genome.hash == genome_hash:
+                return path, ""
+        except (OSError, ValueError, CheckpointError):
+            continue
+    if same_round is not None:  # the row is an architecture snapshot taken inside the round
+        return same_round, (f"{genome_hash} is a snapshot taken during round {round_}, whose weights were not "
+                            f"kept; exported the network of that round's checkpoint ({same_round.name}) instead")
+    return found[0], (f"the checkpoint of round {round_} is gone from {trial_dir}; exported the trial's "
+                      f"latest ({found[0].name}), whose weights may differ from the front's row")
+
+
+def _discrete(model: nn.Module) -> nn.Module:
+    return model.to_discrete() if isinstance(model, SuperNet) else model
 
 
 def chosen_checkpoints(run_dir: Path, which: str, genome: str | None) -> list[tuple[str, Path, str]]:
@@ -262,19 +285,7 @@ def chosen_checkpoints(run_dir: Path, which: str, genome: str | None) -> list[tu
         trial_dir = Path(row.get("trial_dir") or "")
         if not trial_dir.is_absolute():
             trial_dir = run_dir / trial_dir
-        name = row.get("checkpoint_dir_name")
-        if name is None and (run_dir / TRIALS_FILE).is_file():  # pareto.parquet keeps no Ray columns
-            for r in pq.read_table(run_dir / TRIALS_FILE).to_pylist():
-                if r.get("trial_id") == row.get("trial_id") and \
-                        r.get("training_iteration") == row.get("training_iteration"):
-                    name = r.get("checkpoint_dir_name")
-        path, note = (trial_dir / name if name else None), ""
-        if path is None or not path.is_dir():
-            path = latest_checkpoint(trial_dir)
-            if path is None:
-                raise CheckpointError(f"trial {row.get('trial_id')} has no checkpoint left in {trial_dir}")
-            note = (f"the checkpoint of round {row.get('training_iteration')} is gone; "
-                    f"exported the trial's latest ({path.name}), whose weights may differ")
+        path, note = checkpoint_of_round(trial_dir, row.get("training_iteration"), row.get("genome_hash"))
         chosen.append((str(row.get("genome_hash")), path, note))
     return chosen
 
@@ -311,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(f"note: {note}")
         try:
-            model = load_checkpoint(checkpoint)
-            if isinstance(model, SuperNet):  # a search checkpoint: ship the network it stands for
-                model = model.to_discrete()
+            model = _discrete(load_checkpoint(checkpoint))  # a search checkpoint: ship its discrete network
         except CheckpointError as exc:
             print(f"spidernet_ray.export: error: {exc}", file=sys.stderr)
             return 2

@@ -34,9 +34,11 @@ from spidernet_ray.pareto import budget_violation
 from spidernet_ray.record import decode
 from spidernet_ray.results import (
     PANELS,
+    chance_warning,
     format_front_table,
     format_number,
     hypervolume_of,
+    num_classes_of,
     pareto_front,
     read_genealogy,
     plot_front,
@@ -189,6 +191,8 @@ class Lineage:
     nodes: dict[Node, dict[str, Any]]  # node -> its row (the last one reported for that trial and round)
     parent: dict[Node, Node]  # node -> the node it was trained from
     clone_label: dict[Node, str]  # node that started as a clone -> its mutation, in words
+    # One (donor node, child node, mutation in words) per genealogy entry, oldest first: the clone arrows.
+    clones: list[tuple[Node, Node, str]] = field(default_factory=list)
 
     def ancestors(self, node: Node) -> list[Node]:
         """``node`` and everything it descends from, newest first."""
@@ -241,7 +245,39 @@ def build_lineage(rows: Sequence[Mapping[str, Any]], genealogy: Sequence[Mapping
         earlier = [r for r in by_trial[trial] if r < k]
         if earlier:
             parent[(trial, k)] = (trial, max(earlier))
-    return Lineage(nodes, parent, labels)
+    # The genealogy is the record of every clone: each entry is one arrow from the donor's round to the
+    # child's next round, labelled with the genealogy's own mutation kind. A row may miss a clone (a
+    # member cloned again before it reported) or carry another clone's mutation; the genealogy does not.
+    clones = []
+    for g in sorted(genealogy, key=lambda g: g.get("time") or 0.0):
+        child, donor, k = g.get("child"), g.get("donor"), g.get("round")
+        if not child or not donor or k is None:
+            continue
+        donor_node = (str(donor), int(k))
+        child_node = (str(child), min((r for r in by_trial.get(str(child), []) if r > k), default=int(k) + 1))
+        kind = str(g.get("mutation_kind") or "clone").replace("_", " ")
+        detail = labels.get(child_node, "")
+        same = decode(nodes.get(child_node, {}), "mutation").get("id") == g.get("mutation_id")
+        label = detail if same and detail.startswith(kind) else kind
+        for node in (donor_node, child_node):
+            nodes.setdefault(node, {})  # a round nobody reported: drawn hollow
+        parent[child_node], labels[child_node] = donor_node, label
+        clones.append((donor_node, child_node, label))
+    return Lineage(nodes, parent, labels, clones)
+
+
+def lineage_arrows(lineage: Lineage) -> list[tuple[Node, Node, str | None]]:
+    """What the lineage figure draws: (from, to, mutation label or None for training on) per arrow."""
+    cloned = {child for _, child, _ in lineage.clones}
+    arrows: list[tuple[Node, Node, str | None]] = [
+        (parent, child, None) for child, parent in sorted(lineage.parent.items())
+        if child not in cloned and child in lineage.nodes and parent in lineage.nodes
+    ]
+    if lineage.clones:
+        return arrows + list(lineage.clones)
+    # Without genealogy (an old run): the clones read from the rows.
+    return [(p, c, lineage.clone_label.get(c)) for c, p in sorted(lineage.parent.items())
+            if c in lineage.nodes and p in lineage.nodes]
 
 
 def best_lineages(data: RunData, lineage: Lineage, count: int = HIGHLIGHTED_LINEAGES) -> list[tuple[int, Node]]:
@@ -322,11 +358,9 @@ def plot_lineage(data: RunData, lineage: Lineage, path: Path) -> Path:
     def where(node: Node) -> tuple[float, float]:
         return node[1], lane[node[0]]
 
-    for child, parent in lineage.parent.items():
-        if child not in lineage.nodes or parent not in lineage.nodes:
-            continue
+    for parent, child, label in lineage_arrows(lineage):
         on_path = highlight.get(child) is not None and highlight.get(parent) is not None
-        clone = child in lineage.clone_label
+        clone = label is not None
         colour = highlight[child] if on_path else ("tab:red" if clone else "0.6")
         arrow = FancyArrowPatch(where(parent), where(child), arrowstyle="-|>", mutation_scale=12,
                                 color=colour, linewidth=2.2 if on_path else 1.0, alpha=1.0 if on_path else 0.6,
@@ -336,13 +370,13 @@ def plot_lineage(data: RunData, lineage: Lineage, path: Path) -> Path:
         if clone:
             # Near the child, so labels of arrows crossing the same lane do not land on each other.
             (x0, y0), (x1, y1) = where(parent), where(child)
-            axis.annotate(lineage.clone_label[child], (x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)), fontsize=8,
+            axis.annotate(label, (x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)), fontsize=8,
                           ha="center",
                           va="center", color=colour if on_path else "tab:red",
                           bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}, zorder=5)
     for node, row in lineage.nodes.items():
         x, y = where(node)
-        colour = highlight.get(node, "0.75")
+        colour = highlight.get(node, "0.75") if row else "white"  # hollow: a round nobody reported
         axis.scatter([x], [y], s=140 if node in highlight else 70, color=colour, edgecolors="black",
                      linewidths=0.5, zorder=3)
         if is_finite_number(row.get("val_accuracy")):
@@ -591,6 +625,8 @@ def write_report(run_dir: str | os.PathLike, hv_latency_ms: float | None = None,
 
     budgets = ", ".join(f"{k} <= {v:g}" for k, v in data.budgets.items()) or "none"
     trials = len({r.get("trial_id") for r in data.rows})
+    best_accuracy = max((r["val_accuracy"] for r in data.rows if is_finite_number(r.get("val_accuracy"))), default=None)
+    warning = chance_warning(best_accuracy, num_classes_of(data.rows))
     lines = [
         f"# Run report: {name}",
         "",
@@ -608,6 +644,7 @@ def write_report(run_dir: str | os.PathLike, hv_latency_ms: float | None = None,
         "Selection used only the validation split carved from the training data; the test split appears "
         "only in the retrained section.",
         "",
+        *([f"> **{warning}**", ""] if warning else []),
         f"## Pareto front ({len(data.front)} architectures, best val accuracy first)",
         "",
         format_front_table(data.front),

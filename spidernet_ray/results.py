@@ -96,10 +96,41 @@ class Summary:
     front: list[dict[str, Any]] = field(default_factory=list)  # best val accuracy first
     best: dict[str, Any] | None = None  # the front member with the best val accuracy
     table_markdown: str = ""
+    warning: str | None = None  # chance_warning of the best member, when it is near chance
 
     def __repr__(self) -> str:
         return (f"Summary({self.run_name!r}: {self.n_rows} rows from {self.n_trials} trials, "
                 f"{len(self.front)} on the front)")
+
+
+# -- chance level -------------------------------------------------------------------------------
+CHANCE_MARGIN = 0.05  # a best val accuracy this close to 1/num_classes is a search that learnt nothing yet
+
+
+def num_classes_of(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """The class count of the networks in ``rows`` (from the first genome that reads), None without one."""
+    for row in rows:
+        genome = row.get("genome")
+        try:
+            return int((json.loads(genome) if isinstance(genome, str) else genome)["num_classes"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return None
+
+
+def chance_warning(best_val_accuracy: float | None, num_classes: int | None) -> str | None:
+    """A one-line warning when the best validation accuracy is within CHANCE_MARGIN of chance, else None.
+
+    A front of such members ranks noise: every row looks Pareto-optimal because accuracy barely differs.
+    """
+    if not is_finite_number(best_val_accuracy) or not num_classes:
+        return None
+    chance = 1.0 / num_classes
+    if best_val_accuracy > chance + CHANCE_MARGIN:
+        return None
+    return (f"warning: the best val accuracy {best_val_accuracy:.1%} is within {CHANCE_MARGIN * 100:.0f} points "
+            f"of chance ({chance:.1%} for {num_classes} classes): the members have likely trained too few "
+            "steps for the data size; give them more (--rounds, --epochs-per-round) before trusting this front")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -348,6 +379,10 @@ def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objec
         "- budgets: " + (", ".join(f"{metric} <= {limit:g}" for metric, limit in budgets.items())
                          if budgets else "none"),
         "",
+    ]
+    if summary.warning:
+        lines += [f"> **{summary.warning}**", ""]
+    lines += [
         "## Best member",
         "",
     ]
@@ -475,6 +510,8 @@ def write_results(
         best=front[0] if front else None,
         table_markdown=format_front_table(front),
     )
+    best_accuracy = max((r["val_accuracy"] for r in rows if is_finite_number(r.get("val_accuracy"))), default=None)
+    summary.warning = chance_warning(best_accuracy, num_classes_of(rows))
 
     trial_columns = _TRIALS_LEADING if rows else tuple(ROW_TYPES)  # typed even when empty
     front_keys = list(dict.fromkeys((*FRONT_KEYS, *(objective.metric for objective in objectives))))

@@ -35,6 +35,7 @@ from spidernet_ray.gates import PressureCoefficient
 from spidernet_ray.genome import MACRO_MUTATIONS, Genome, GenomeError, initial_genome
 from spidernet_ray.hardware import measure
 from spidernet_ray.pareto import budget_violation
+from spidernet_ray.progress import MemberProgress
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
 from spidernet_ray.record import MemberReport, MutationInstruction
 from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
@@ -164,13 +165,15 @@ class SpiderNetTrainable(tune.Trainable):
         if s.inject_nan_round == self.iteration + 1 and _first_member(self.trial_id):
             poison_weights(model)  # fault injection: every time the first member starts this round
         epochs = round_epochs(model.genome, s)
+        progress = MemberProgress(s.experiment_path, self.trial_id, self.iteration + 1, epochs, len(self.loaders.train))
         for epoch in range(epochs):
             # Ops that a split, a restore or a narrowing just built come in the default layout.
             model.to(memory_format=TRAINING_LAYOUT)
             model.anneal_gates((self.iteration * epochs + epoch + 1) / (s.rounds * epochs))
             pressure = self._pressure_term()
             with train:
-                loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite)
+                loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite,
+                                   on_step=lambda step, mean: progress.update(epoch, step, mean))
             if _not_finite(loss):
                 diverged = f"training loss became {loss} in round {self.iteration + 1}, epoch {epoch + 1}"
                 break

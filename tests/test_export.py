@@ -138,6 +138,9 @@ def finished_run(ray_local, tmp_path_factory):
 
 
 def test_export_best_finds_the_front_leaders_checkpoint_and_prints_where_it_went(finished_run, capsys):
+    import json
+    from pathlib import Path
+
     import pyarrow.parquet as pq
 
     from spidernet_ray.checkpoint import load_checkpoint
@@ -148,12 +151,14 @@ def test_export_best_finds_the_front_leaders_checkpoint_and_prints_where_it_went
     folder = finished_run / "export" / best["genome_hash"]
     assert str((folder / "model.ts").resolve()) in out and "preprocess.json" in out
     assert export.read_preprocess(folder / "model.ts")["raw_scale"] == pytest.approx(255 / 16)
-    # The file is the network of the checkpoint of exactly the row on the front: same logits.
-    row = next(r for r in pq.read_table(finished_run / "trials.parquet").to_pylist()
-               if r["trial_id"] == best["trial_id"] and r["training_iteration"] == best["training_iteration"])
-    net = load_checkpoint(finished_run / row["trial_dir"] / row["checkpoint_dir_name"])
+    # The file is the network of the checkpoint saved at exactly the front row's round: same logits.
+    source = next(line for line in out.splitlines() if line.endswith(" ->"))[:-3]
+    assert "note:" not in out and Path(source).parent == finished_run / best["trial_dir"]
+    state = json.loads((Path(source) / "trainer_state.json").read_text())
+    assert state["rounds_done"] == best["training_iteration"]
+    net = load_checkpoint(source)
     net = net.to_discrete() if hasattr(net, "to_discrete") else net
-    assert net.genome.hash() == best["genome_hash"]
+    assert net.genome.hash == best["genome_hash"]
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), export.inference_copy(net)(x))
