@@ -464,10 +464,11 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
     panels = len(genome.cells)
     layouts = [_cell_layout(genome, k) for k in range(panels)]
     widths = [max(x for x, _ in layout.values()) + 1 for layout in layouts]
-    tallest = max(max(y for _, y in layout.values()) - min(y for _, y in layout.values()) + 1 for layout in layouts)
-    figure, axes = plt.subplots(1, panels, figsize=(max(5.0 * panels, 1.9 * sum(widths)), 1.2 * tallest + 2.0),
-                                constrained_layout=True, squeeze=False, gridspec_kw={"width_ratios": widths})
-    for k, (axis, position) in enumerate(zip(axes[0], layouts)):
+    heights = [max(y for _, y in layout.values()) - min(y for _, y in layout.values()) + 1.6 for layout in layouts]
+    # One cell under the other: side by side, a three-cell network made a picture too wide to read.
+    figure, axes = plt.subplots(panels, 1, figsize=(max(6.0, 1.7 * max(widths)), 1.1 * sum(heights) + 1.2),
+                                constrained_layout=True, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for k, (axis, position) in enumerate(zip(axes[:, 0], layouts)):
         cell = genome.cells[k]
         low = min(y for _, y in position.values())
         high = max(y for _, y in position.values())
@@ -484,12 +485,12 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
             axis.add_patch(FancyArrowPatch(path=edge, arrowstyle="-|>", mutation_scale=11, color="0.35",
                                            linewidth=1.0, zorder=1))
             low, high = min(low, middle[1]), max(high, middle[1])
-            axis.annotate(_ops_label(e.ops), middle, ha="center", va="center", fontsize=8.5, zorder=3,
+            axis.annotate(_ops_label(e.ops), middle, ha="center", va="center", fontsize=10, zorder=3,
                           bbox={"boxstyle": "round,pad=0.25", "fc": "#fff8e1", "ec": "0.7", "lw": 0.5})
         for node, (x, y) in position.items():
             kind = "input" if node in cell.inputs else "output" if node == cell.output else "inner"
             colour = {"input": "#bbdefb", "output": "#c8e6c9", "inner": "white"}[kind]
-            axis.annotate(_node_name(genome, k, node), (x, y), ha="center", va="center", fontsize=9, zorder=4,
+            axis.annotate(_node_name(genome, k, node), (x, y), ha="center", va="center", fontsize=10.5, zorder=4,
                           bbox={"boxstyle": "circle,pad=0.3" if kind == "inner" else "round,pad=0.35",
                                 "fc": colour, "ec": "0.2"})
         xs = [x for x, _ in position.values()]
@@ -498,9 +499,10 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
         axis.set_axis_off()
         kind = "reduction" if cell.reduction else "normal"
         h, w = genome.cell_resolution(k)
-        axis.set_title(f"cell {k}: {kind}, {genome.cell_channels(k)} channels, {h}x{w}", fontsize=10)
+        axis.set_title(f"cell {k}: {kind}, {genome.cell_channels(k)} channels, {h}x{w}", fontsize=11)
     legend = ", ".join(f"{short} = {name}" for name, short in OP_ABBREVIATIONS.items())
-    figure.suptitle(f"{title}\n{legend}", fontsize=9.5)
+    columns = int(figure.get_figwidth() * 11)  # characters of 9.5 pt type across the figure, roughly
+    figure.suptitle("\n".join(textwrap.wrap(f"{title}", columns) + textwrap.wrap(legend, columns)), fontsize=9.5)
     return _save(figure, path)
 
 

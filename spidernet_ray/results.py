@@ -543,6 +543,37 @@ def _xy(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.
     return array[:, 0], array[:, 1]
 
 
+def _wide(*values) -> bool:
+    """Whether costs span more than 10x (then drawn on a log scale)."""
+    positive = [v for group in values for v in group if v > 0]
+    return bool(positive) and max(positive) / min(positive) > 10
+
+
+def _rank_labels(axis, front: Sequence[Mapping[str, Any]], metric: str, log: bool) -> None:
+    """Each front member's rank beside its point; members drawn on (nearly) the same spot share one
+    label ("2,5") instead of printing over each other."""
+    points = [(rank, float(e[metric]), 100.0 * float(e["val_accuracy"])) for rank, e in enumerate(front, start=1)
+              if is_finite_number(e.get(metric)) and is_finite_number(e.get("val_accuracy"))]
+    if not points:
+        return
+    xs = [math.log10(x) if log and x > 0 else x for _, x, _ in points]
+    ys = [y for _, _, y in points]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[int]] = []
+    for i in range(len(points)):  # one group per spot: within 3 % of the span on both axes
+        for group in groups:
+            j = group[0]
+            if abs(xs[i] - xs[j]) < 0.03 * x_span and abs(ys[i] - ys[j]) < 0.03 * y_span:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    for group in groups:
+        _, x, y = points[group[0]]
+        axis.annotate(",".join(str(points[i][0]) for i in group), (x, y), fontsize=8, xytext=(5, 4),
+                      textcoords="offset points", color="tab:blue")
+
+
 def plot_front(
     rows: Sequence[Mapping[str, Any]],
     front: Sequence[Mapping[str, Any]],
@@ -578,17 +609,16 @@ def plot_front(
             axis.scatter(x, y, s=24, color="tab:red", alpha=0.5, marker="x", label=f"over budget ({len(x)})")
         x, y = _xy(front, metric)
         if len(x):
-            order = np.argsort(x, kind="stable")
-            step_x, step_y = x[order], np.maximum.accumulate(y[order])
-            axis.plot(step_x, step_y, drawstyle="steps-post", color="tab:blue", linewidth=1.8, zorder=3)
+            # The step line joins only the points non-dominated on this panel's two axes: with a third
+            # objective a front member may be here only by, say, a hair less memory in another panel.
+            flat = [i for i in range(len(x)) if not any(x[j] <= x[i] and y[j] >= y[i] and (x[j], y[j]) != (x[i], y[i])
+                                                         for j in range(len(x)))]
+            order = sorted(flat, key=lambda i: x[i])
+            axis.plot(x[order], y[order], drawstyle="steps-post", color="tab:blue", linewidth=1.8, zorder=3)
             axis.scatter(x, y, s=55, color="tab:blue", edgecolors="white", linewidths=0.8, zorder=4,
                          label=f"Pareto front ({len(x)})")
-            for rank, entry in enumerate(front, start=1):  # the numbers of the summary's table
-                if is_finite_number(entry.get(metric)) and is_finite_number(entry.get("val_accuracy")):
-                    axis.annotate(str(rank), (entry[metric], 100.0 * entry["val_accuracy"]), fontsize=8,
-                                  xytext=(5, 4), textcoords="offset points", color="tab:blue")
-        positive = [v for v in (*spread, *x) if v > 0]
-        if positive and max(positive) / min(positive) > 10:
+            _rank_labels(axis, front, metric, log=_wide(spread, x))
+        if _wide(spread, x):
             axis.set_xscale("log")
         if metric in budgets:
             axis.axvline(budgets[metric], color="tab:red", linestyle="--", linewidth=1.2,

@@ -56,9 +56,9 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
         except ConnectionError as exc:
             raise ConfigError(f"--address {address}: {str(exc).strip().splitlines()[0]}") from None
     else:
-        # Ray turns token authentication on for a new local cluster anyway, with a warning on every
-        # launch; saying so explicitly keeps the same protection without the warning.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Ray turns token authentication on for a new local cluster and warns so on every launch; the
+        # protection stays, the warning (nothing for a local user to do) goes. The README explains it.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=logging.WARNING)
 

@@ -152,13 +152,18 @@ def test_export_best_finds_the_front_leaders_checkpoint_and_prints_where_it_went
     assert str((folder / "model.ts").resolve()) in out and "preprocess.json" in out
     assert export.read_preprocess(folder / "model.ts")["raw_scale"] == pytest.approx(255 / 16)
     # The file is the network of the checkpoint saved at exactly the front row's round: same logits.
+    # A front row may be an architecture snapshot taken inside the round, whose weights no checkpoint
+    # holds: then the round's checkpoint stands in, and the output says so.
     source = next(line for line in out.splitlines() if line.endswith(" ->"))[:-3]
-    assert "note:" not in out and Path(source).parent == finished_run / best["trial_dir"]
-    state = json.loads((Path(source) / "trainer_state.json").read_text())
-    assert state["rounds_done"] == best["training_iteration"]
+    assert Path(source).parent == finished_run / best["trial_dir"]
+    assert json.loads((Path(source) / "trainer_state.json").read_text())["rounds_done"] == best["training_iteration"]
+    round_row = next(r for r in pq.read_table(finished_run / "trials.parquet").to_pylist()
+                     if r["trial_id"] == best["trial_id"] and r["training_iteration"] == best["training_iteration"])
     net = load_checkpoint(source)
     net = net.to_discrete() if hasattr(net, "to_discrete") else net
-    assert net.genome.hash == best["genome_hash"]
+    assert net.genome.hash == round_row["genome_hash"]
+    snapshot = round_row["genome_hash"] != best["genome_hash"]
+    assert ("is a snapshot taken during round" in out) == snapshot and ("note:" in out) == snapshot
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), export.inference_copy(net)(x))

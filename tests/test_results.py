@@ -364,3 +364,17 @@ def test_the_round_line_flags_a_near_chance_population(capsys):
     progress.add(TRIAL_A, row(TRIAL_A, 2, "h1", 0.80, 5.0, 50.0))
     first, second = capsys.readouterr().out.splitlines()
     assert "near chance: 10 classes" in first and "chance" not in second
+
+
+def test_front_members_on_the_same_spot_share_one_rank_label():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = [{"val_accuracy": 0.9, "latency_ms": 2.0}, {"val_accuracy": 0.5, "latency_ms": 1.0},
+             {"val_accuracy": 0.9, "latency_ms": 2.001}]
+    figure, axis = plt.subplots()
+    results._rank_labels(axis, front, "latency_ms", log=False)
+    assert sorted(text.get_text() for text in axis.texts) == ["1,3", "2"]
+    plt.close(figure)
