@@ -30,14 +30,15 @@ class MemberProgress:
     """Written by a member during a round: where it is, for the driver's progress lines."""
 
     def __init__(self, experiment_path, trial_id: str, round_: int, epochs: int, steps: int):
-        self.path = experiment_path / PROGRESS_DIR / f"{trial_id}.json"
+        """``experiment_path`` None: nobody reads the progress, nothing is written."""
+        self.path = experiment_path / PROGRESS_DIR / f"{trial_id}.json" if experiment_path is not None else None
         self.state = {"trial_id": trial_id, "round": round_, "epochs": epochs, "steps": steps,
                       "started": time.time(), "epoch": 0, "step": 0, "loss": None}
         self.written = 0.0
 
     def update(self, epoch: int, step: int, loss: float) -> None:
         now = time.time()
-        if step < self.state["steps"] and now - self.written < WRITE_EVERY_S:
+        if self.path is None or (step < self.state["steps"] and now - self.written < WRITE_EVERY_S):
             return
         self.state.update(epoch=epoch + 1, step=step, loss=loss, time=now)
         try:
@@ -95,8 +96,11 @@ class StepProgress:
         if p.get("loss") is not None:
             line += f" loss {p['loss']:.3f}"
         if done > 0:
-            # The members train side by side, so a round takes about as long as one member's round.
-            run_left = round_left + (elapsed / done) * max(0, self.config.rounds - p["round"])
+            # Once a round has ended, the driver's own average round is the better measure: members may
+            # take turns on the CPUs, so one member's pace understates a round.
+            finished = self.rounds_done()
+            per_round = (now - self.start) / finished if finished else elapsed / done
+            run_left = round_left + per_round * max(0, self.config.rounds - p["round"])
             line += f" | ~{_duration(round_left)} left in the round, ~{_duration(run_left)} in the run"
         return line
 
@@ -165,7 +169,8 @@ def search_callback(config: SearchConfig):
 
         def on_step_end(self, iteration, trials, **info):
             if getattr(self, "steps", None) is None:  # not pickled: a fresh reader per driver process
-                self.steps, self.polled = StepProgress(config), 0.0
+                self.steps = StepProgress(config, lambda: self.progress.printed, self.progress.start)
+                self.polled = 0.0
             if time.time() - self.polled < 1.0:  # Tune steps many times a second
                 return
             self.polled = time.time()

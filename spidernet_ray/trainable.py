@@ -165,7 +165,9 @@ class SpiderNetTrainable(tune.Trainable):
         if s.inject_nan_round == self.iteration + 1 and _first_member(self.trial_id):
             poison_weights(model)  # fault injection: every time the first member starts this round
         epochs = round_epochs(model.genome, s)
-        progress = MemberProgress(s.experiment_path, self.trial_id, self.iteration + 1, epochs, len(self.loaders.train))
+        # Progress lines are for a search's driver: a trainable built outside Tune (tests, notebooks) writes none.
+        where = s.experiment_path if s.name and self.trial_resources is not None else None
+        progress = MemberProgress(where, self.trial_id, self.iteration + 1, epochs, len(self.loaders.train))
         for epoch in range(epochs):
             # Ops that a split, a restore or a narrowing just built come in the default layout.
             model.to(memory_format=TRAINING_LAYOUT)
