@@ -243,7 +243,8 @@ def checkpoint_of_round(trial_dir: Path, round_: int | None, genome_hash: str | 
             if json.loads((path / TRAINER_STATE_FILE).read_text()).get("rounds_done") != round_:
                 continue
             same_round = same_round or path
-            if _discrete(load_checkpoint(path)).genome.hash == genome_hash:
+            model = load_checkpoint(path)  # rows name a supernet by its discrete genome, as the trainable reports it
+            if (model.discrete_genome() if isinstance(model, SuperNet) else model.genome).hash == genome_hash:
                 return path, ""
         except (OSError, ValueError, CheckpointError):
             continue

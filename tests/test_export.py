@@ -159,9 +159,9 @@ def test_export_best_finds_the_front_leaders_checkpoint_and_prints_where_it_went
     assert json.loads((Path(source) / "trainer_state.json").read_text())["rounds_done"] == best["training_iteration"]
     round_row = next(r for r in pq.read_table(finished_run / "trials.parquet").to_pylist()
                      if r["trial_id"] == best["trial_id"] and r["training_iteration"] == best["training_iteration"])
-    net = load_checkpoint(source)
-    net = net.to_discrete() if hasattr(net, "to_discrete") else net
-    assert net.genome.hash == round_row["genome_hash"]
+    supernet = load_checkpoint(source)
+    assert supernet.discrete_genome().hash == round_row["genome_hash"]
+    net = supernet.to_discrete()
     snapshot = round_row["genome_hash"] != best["genome_hash"]
     assert ("is a snapshot taken during round" in out) == snapshot and ("note:" in out) == snapshot
     x = torch.randn(3, 1, 8, 8)
