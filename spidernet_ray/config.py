@@ -132,6 +132,9 @@ class SearchConfig:
     resume: bool = setting(False, "continue the experiment --name")
     seed: int = setting(0, "seed of the data split and the members' draws")
     verbose: int = setting(0, "1 or 2: show Ray's own progress table and logs")
+    tracking: str | None = setting(None, "also log every member's rounds to mlflow or wandb (Ray Tune's own "
+                                   "logger callbacks; pip install 'spidernet_ray[mlflow]' or '[wandb]')",
+                                   choices=("mlflow", "wandb"))
     dashboard: bool = setting(False, "start a local Ray with its dashboard, bound to 127.0.0.1")
     inject_nan_round: int | None = setting(None, "fault injection for testing: the first member's weights turn "
                                            "NaN at the start of ROUND", metavar="ROUND")
@@ -195,6 +198,8 @@ class SearchConfig:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(strategy_names())}")
         if self.pressure_cost not in ("latency", "params"):
             raise ConfigError(f"--pressure-cost must be latency or params, got {self.pressure_cost!r}")
+        if self.tracking not in (None, "mlflow", "wandb"):
+            raise ConfigError(f"unknown --tracking {self.tracking!r}; choose mlflow or wandb")
         if self.gate not in GATES:
             raise ConfigError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)}")
         if self.name is not None and (not self.name or Path(self.name).name != self.name or self.name in (".", "..")):

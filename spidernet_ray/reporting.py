@@ -34,9 +34,11 @@ from spidernet_ray.pareto import budget_violation
 from spidernet_ray.record import decode
 from spidernet_ray.results import (
     PANELS,
+    chance_warning,
     format_front_table,
     format_number,
     hypervolume_of,
+    num_classes_of,
     pareto_front,
     read_genealogy,
     plot_front,
@@ -189,6 +191,8 @@ class Lineage:
     nodes: dict[Node, dict[str, Any]]  # node -> its row (the last one reported for that trial and round)
     parent: dict[Node, Node]  # node -> the node it was trained from
     clone_label: dict[Node, str]  # node that started as a clone -> its mutation, in words
+    # One (donor node, child node, mutation in words) per genealogy entry, oldest first: the clone arrows.
+    clones: list[tuple[Node, Node, str]] = field(default_factory=list)
 
     def ancestors(self, node: Node) -> list[Node]:
         """``node`` and everything it descends from, newest first."""
@@ -243,7 +247,39 @@ def build_lineage(rows: Sequence[Mapping[str, Any]], genealogy: Sequence[Mapping
         earlier = [r for r in by_trial[trial] if r < k]
         if earlier:
             parent[(trial, k)] = (trial, max(earlier))
-    return Lineage(nodes, parent, labels)
+    # The genealogy is the record of every clone: each entry is one arrow from the donor's round to the
+    # child's next round, labelled with the genealogy's own mutation kind. A row may miss a clone (a
+    # member cloned again before it reported) or carry another clone's mutation; the genealogy does not.
+    clones = []
+    for g in sorted(genealogy, key=lambda g: g.get("time") or 0.0):
+        child, donor, k = g.get("child"), g.get("donor"), g.get("round")
+        if not child or not donor or k is None:
+            continue
+        donor_node = (str(donor), int(k))
+        child_node = (str(child), min((r for r in by_trial.get(str(child), []) if r > k), default=int(k) + 1))
+        kind = str(g.get("mutation_kind") or "clone").replace("_", " ")
+        detail = labels.get(child_node, "")
+        same = decode(nodes.get(child_node, {}), "mutation").get("id") == g.get("mutation_id")
+        label = detail if same and detail.startswith(kind) else kind
+        for node in (donor_node, child_node):
+            nodes.setdefault(node, {})  # a round nobody reported: drawn hollow
+        parent[child_node], labels[child_node] = donor_node, label
+        clones.append((donor_node, child_node, label))
+    return Lineage(nodes, parent, labels, clones)
+
+
+def lineage_arrows(lineage: Lineage) -> list[tuple[Node, Node, str | None]]:
+    """What the lineage figure draws: (from, to, mutation label or None for training on) per arrow."""
+    cloned = {child for _, child, _ in lineage.clones}
+    arrows: list[tuple[Node, Node, str | None]] = [
+        (parent, child, None) for child, parent in sorted(lineage.parent.items())
+        if child not in cloned and child in lineage.nodes and parent in lineage.nodes
+    ]
+    if lineage.clones:
+        return arrows + list(lineage.clones)
+    # Without genealogy (an old run): the clones read from the rows.
+    return [(p, c, lineage.clone_label.get(c)) for c, p in sorted(lineage.parent.items())
+            if c in lineage.nodes and p in lineage.nodes]
 
 
 def best_lineages(data: RunData, lineage: Lineage, count: int = HIGHLIGHTED_LINEAGES) -> list[tuple[int, Node]]:
@@ -324,11 +360,9 @@ def plot_lineage(data: RunData, lineage: Lineage, path: Path) -> Path:
     def where(node: Node) -> tuple[float, float]:
         return node[1], lane[node[0]]
 
-    for child, parent in lineage.parent.items():
-        if child not in lineage.nodes or parent not in lineage.nodes:
-            continue
+    for parent, child, label in lineage_arrows(lineage):
         on_path = highlight.get(child) is not None and highlight.get(parent) is not None
-        clone = child in lineage.clone_label
+        clone = label is not None
         colour = highlight[child] if on_path else ("tab:red" if clone else "0.6")
         arrow = FancyArrowPatch(where(parent), where(child), arrowstyle="-|>", mutation_scale=12,
                                 color=colour, linewidth=2.2 if on_path else 1.0, alpha=1.0 if on_path else 0.6,
@@ -338,13 +372,13 @@ def plot_lineage(data: RunData, lineage: Lineage, path: Path) -> Path:
         if clone:
             # Near the child, so labels of arrows crossing the same lane do not land on each other.
             (x0, y0), (x1, y1) = where(parent), where(child)
-            axis.annotate(lineage.clone_label[child], (x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)), fontsize=8,
+            axis.annotate(label, (x0 + 0.62 * (x1 - x0), y0 + 0.62 * (y1 - y0)), fontsize=8,
                           ha="center",
                           va="center", color=colour if on_path else "tab:red",
                           bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85}, zorder=5)
     for node, row in lineage.nodes.items():
         x, y = where(node)
-        colour = highlight.get(node, "0.75")
+        colour = highlight.get(node, "0.75") if row else "white"  # hollow: a round nobody reported
         axis.scatter([x], [y], s=140 if node in highlight else 70, color=colour, edgecolors="black",
                      linewidths=0.5, zorder=3)
         if is_finite_number(row.get("val_accuracy")):
@@ -432,10 +466,11 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
     panels = len(genome.cells)
     layouts = [_cell_layout(genome, k) for k in range(panels)]
     widths = [max(x for x, _ in layout.values()) + 1 for layout in layouts]
-    tallest = max(max(y for _, y in layout.values()) - min(y for _, y in layout.values()) + 1 for layout in layouts)
-    figure, axes = plt.subplots(1, panels, figsize=(max(5.0 * panels, 1.9 * sum(widths)), 1.2 * tallest + 2.0),
-                                constrained_layout=True, squeeze=False, gridspec_kw={"width_ratios": widths})
-    for k, (axis, position) in enumerate(zip(axes[0], layouts)):
+    heights = [max(y for _, y in layout.values()) - min(y for _, y in layout.values()) + 1.6 for layout in layouts]
+    # One cell under the other: side by side, a three-cell network made a picture too wide to read.
+    figure, axes = plt.subplots(panels, 1, figsize=(max(6.0, 1.7 * max(widths)), 1.1 * sum(heights) + 1.2),
+                                constrained_layout=True, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for k, (axis, position) in enumerate(zip(axes[:, 0], layouts)):
         cell = genome.cells[k]
         low = min(y for _, y in position.values())
         high = max(y for _, y in position.values())
@@ -452,12 +487,12 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
             axis.add_patch(FancyArrowPatch(path=edge, arrowstyle="-|>", mutation_scale=11, color="0.35",
                                            linewidth=1.0, zorder=1))
             low, high = min(low, middle[1]), max(high, middle[1])
-            axis.annotate(_ops_label(e.ops), middle, ha="center", va="center", fontsize=8.5, zorder=3,
+            axis.annotate(_ops_label(e.ops), middle, ha="center", va="center", fontsize=10, zorder=3,
                           bbox={"boxstyle": "round,pad=0.25", "fc": "#fff8e1", "ec": "0.7", "lw": 0.5})
         for node, (x, y) in position.items():
             kind = "input" if node in cell.inputs else "output" if node == cell.output else "inner"
             colour = {"input": "#bbdefb", "output": "#c8e6c9", "inner": "white"}[kind]
-            axis.annotate(_node_name(genome, k, node), (x, y), ha="center", va="center", fontsize=9, zorder=4,
+            axis.annotate(_node_name(genome, k, node), (x, y), ha="center", va="center", fontsize=10.5, zorder=4,
                           bbox={"boxstyle": "circle,pad=0.3" if kind == "inner" else "round,pad=0.35",
                                 "fc": colour, "ec": "0.2"})
         xs = [x for x, _ in position.values()]
@@ -466,9 +501,10 @@ def plot_architecture(genome: Genome, path: Path, title: str) -> Path:
         axis.set_axis_off()
         kind = "reduction" if cell.reduction else "normal"
         h, w = genome.cell_resolution(k)
-        axis.set_title(f"cell {k}: {kind}, {genome.cell_channels(k)} channels, {h}x{w}", fontsize=10)
+        axis.set_title(f"cell {k}: {kind}, {genome.cell_channels(k)} channels, {h}x{w}", fontsize=11)
     legend = ", ".join(f"{short} = {name}" for name, short in OP_ABBREVIATIONS.items())
-    figure.suptitle(f"{title}\n{legend}", fontsize=9.5)
+    columns = int(figure.get_figwidth() * 11)  # characters of 9.5 pt type across the figure, roughly
+    figure.suptitle("\n".join(textwrap.wrap(f"{title}", columns) + textwrap.wrap(legend, columns)), fontsize=9.5)
     return _save(figure, path)
 
 
@@ -593,6 +629,8 @@ def write_report(run_dir: str | os.PathLike, hv_latency_ms: float | None = None,
 
     budgets = ", ".join(f"{k} <= {v:g}" for k, v in data.budgets.items()) or "none"
     trials = len({r.get("trial_id") for r in data.rows})
+    best_accuracy = max((r["val_accuracy"] for r in data.rows if is_finite_number(r.get("val_accuracy"))), default=None)
+    warning = chance_warning(best_accuracy, num_classes_of(data.rows))
     lines = [
         f"# Run report: {name}",
         "",
@@ -610,6 +648,7 @@ def write_report(run_dir: str | os.PathLike, hv_latency_ms: float | None = None,
         "Selection used only the validation split carved from the training data; the test split appears "
         "only in the retrained section.",
         "",
+        *([f"> **{warning}**", ""] if warning else []),
         f"## Pareto front ({len(data.front)} architectures, best val accuracy first)",
         "",
         format_front_table(data.front),

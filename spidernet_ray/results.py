@@ -99,10 +99,41 @@ class Summary:
     front: list[dict[str, Any]] = field(default_factory=list)  # best val accuracy first
     best: dict[str, Any] | None = None  # the front member with the best val accuracy
     table_markdown: str = ""
+    warning: str | None = None  # chance_warning of the best member, when it is near chance
 
     def __repr__(self) -> str:
         return (f"Summary({self.run_name!r}: {self.n_rows} rows from {self.n_trials} trials, "
                 f"{len(self.front)} on the front)")
+
+
+# -- chance level -------------------------------------------------------------------------------
+CHANCE_MARGIN = 0.05  # a best val accuracy this close to 1/num_classes is a search that learnt nothing yet
+
+
+def num_classes_of(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """The class count of the networks in ``rows`` (from the first genome that reads), None without one."""
+    for row in rows:
+        genome = row.get("genome")
+        try:
+            return int((json.loads(genome) if isinstance(genome, str) else genome)["num_classes"])
+        except (TypeError, ValueError, KeyError):
+            continue
+    return None
+
+
+def chance_warning(best_val_accuracy: float | None, num_classes: int | None) -> str | None:
+    """A one-line warning when the best validation accuracy is within CHANCE_MARGIN of chance, else None.
+
+    A front of such members ranks noise: every row looks Pareto-optimal because accuracy barely differs.
+    """
+    if not is_finite_number(best_val_accuracy) or not num_classes:
+        return None
+    chance = 1.0 / num_classes
+    if best_val_accuracy > chance + CHANCE_MARGIN:
+        return None
+    return (f"warning: the best val accuracy {best_val_accuracy:.1%} is within {CHANCE_MARGIN * 100:.0f} points "
+            f"of chance ({chance:.1%} for {num_classes} classes): the members have likely trained too few "
+            "steps for the data size; give them more (--rounds, --epochs-per-round) before trusting this front")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -392,6 +423,10 @@ def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objec
         "- budgets: " + (", ".join(f"{metric} <= {limit:g}" for metric, limit in budgets.items())
                          if budgets else "none"),
         "",
+    ]
+    if summary.warning:
+        lines += [f"> **{summary.warning}**", ""]
+    lines += [
         "## Best member",
         "",
     ]
@@ -519,6 +554,8 @@ def write_results(
         best=front[0] if front else None,
         table_markdown=format_front_table(front),
     )
+    best_accuracy = max((r["val_accuracy"] for r in rows if is_finite_number(r.get("val_accuracy"))), default=None)
+    summary.warning = chance_warning(best_accuracy, num_classes_of(rows))
 
     trial_columns = _TRIALS_LEADING if rows else tuple(ROW_TYPES)  # typed even when empty
     front_keys = list(dict.fromkeys((*FRONT_KEYS, *(objective.metric for objective in objectives))))
@@ -548,6 +585,37 @@ def _xy(rows: Iterable[Mapping[str, Any]], metric: str) -> tuple[np.ndarray, np.
              if is_finite_number(row.get(metric)) and is_finite_number(row.get("val_accuracy"))]
     array = np.asarray(pairs, dtype=float).reshape(-1, 2)
     return array[:, 0], array[:, 1]
+
+
+def _wide(*values) -> bool:
+    """Whether costs span more than 10x (then drawn on a log scale)."""
+    positive = [v for group in values for v in group if v > 0]
+    return bool(positive) and max(positive) / min(positive) > 10
+
+
+def _rank_labels(axis, front: Sequence[Mapping[str, Any]], metric: str, log: bool) -> None:
+    """Each front member's rank beside its point; members drawn on (nearly) the same spot share one
+    label ("2,5") instead of printing over each other."""
+    points = [(rank, float(e[metric]), 100.0 * float(e["val_accuracy"])) for rank, e in enumerate(front, start=1)
+              if is_finite_number(e.get(metric)) and is_finite_number(e.get("val_accuracy"))]
+    if not points:
+        return
+    xs = [math.log10(x) if log and x > 0 else x for _, x, _ in points]
+    ys = [y for _, _, y in points]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[int]] = []
+    for i in range(len(points)):  # one group per spot: within 3 % of the span on both axes
+        for group in groups:
+            j = group[0]
+            if abs(xs[i] - xs[j]) < 0.03 * x_span and abs(ys[i] - ys[j]) < 0.03 * y_span:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    for group in groups:
+        _, x, y = points[group[0]]
+        axis.annotate(",".join(str(points[i][0]) for i in group), (x, y), fontsize=8, xytext=(5, 4),
+                      textcoords="offset points", color="tab:blue")
 
 
 def plot_front(
@@ -585,17 +653,16 @@ def plot_front(
             axis.scatter(x, y, s=24, color="tab:red", alpha=0.5, marker="x", label=f"over budget ({len(x)})")
         x, y = _xy(front, metric)
         if len(x):
-            order = np.argsort(x, kind="stable")
-            step_x, step_y = x[order], np.maximum.accumulate(y[order])
-            axis.plot(step_x, step_y, drawstyle="steps-post", color="tab:blue", linewidth=1.8, zorder=3)
+            # The step line joins only the points non-dominated on this panel's two axes: with a third
+            # objective a front member may be here only by, say, a hair less memory in another panel.
+            flat = [i for i in range(len(x)) if not any(x[j] <= x[i] and y[j] >= y[i] and (x[j], y[j]) != (x[i], y[i])
+                                                         for j in range(len(x)))]
+            order = sorted(flat, key=lambda i: x[i])
+            axis.plot(x[order], y[order], drawstyle="steps-post", color="tab:blue", linewidth=1.8, zorder=3)
             axis.scatter(x, y, s=55, color="tab:blue", edgecolors="white", linewidths=0.8, zorder=4,
                          label=f"Pareto front ({len(x)})")
-            for rank, entry in enumerate(front, start=1):  # the numbers of the summary's table
-                if is_finite_number(entry.get(metric)) and is_finite_number(entry.get("val_accuracy")):
-                    axis.annotate(str(rank), (entry[metric], 100.0 * entry["val_accuracy"]), fontsize=8,
-                                  xytext=(5, 4), textcoords="offset points", color="tab:blue")
-        positive = [v for v in (*spread, *x) if v > 0]
-        if positive and max(positive) / min(positive) > 10:
+            _rank_labels(axis, front, metric, log=_wide(spread, x))
+        if _wide(spread, x):
             axis.set_xscale("log")
         if metric in budgets:
             axis.axvline(budgets[metric], color="tab:red", linestyle="--", linewidth=1.2,

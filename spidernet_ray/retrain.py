@@ -444,21 +444,18 @@ def _install(plan: Plan, candidate: Candidate, checkpoint, row: dict[str, Any]) 
         shutil.rmtree(target)  # an earlier retrain of this architecture: replaced whole
     checkpoint.to_directory(str(target))
     splits = plan.splits
-    preprocess = {
-        "input_shape": list(splits.input_shape),
-        "input": "uint8 images (N, C, H, W); x = (pixels / 255 - mean) / std, per channel",
-        "mean": list(splits.mean), "std": list(splits.std), "classes": list(splits.classes),
-        "output": "logits of the last head, one per class",
-    }
+    preprocess = splits.preprocessing()
     (target / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=1))
     row["checkpoint"] = str(target.relative_to(plan.run_dir))
     if not plan.export:
         return True
     try:
-        exported = export_model(load_checkpoint(target), target, splits.input_shape)
+        exported = export_model(load_checkpoint(target), target, splits.input_shape, preprocess=preprocess)
     except ExportError as exc:
         row["error"] = str(exc).splitlines()[0]
         return False
+    for fmt, path in exported.files.items():
+        print(f"{candidate.genome_hash}: exported {fmt} to {path}")
     row["exported"] = ",".join(path.name for path in exported.files.values())
     for why in exported.skipped.values():
         print(f"{candidate.genome_hash}: {why}")

@@ -77,12 +77,16 @@ def train_epoch(
     batches: Iterable,
     pressure: Callable[[], torch.Tensor] | None = None,
     should_stop: Callable[[float], bool] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> float:
-    """Train over the batches; returns the mean loss. ``should_stop(loss)`` can abort early (e.g. NaN)."""
+    """Train over the batches; returns the mean loss. ``should_stop(loss)`` can abort early (e.g. NaN);
+    ``on_step(steps done, mean loss so far)`` hears of every step (progress display)."""
     total, count = 0.0, 0
     for x, y in batches:
         loss = train_step(model, optimizer, x, y, pressure)
         total, count = total + loss, count + 1
+        if on_step is not None:
+            on_step(count, total / count)
         if should_stop is not None and should_stop(loss):
             break
     return total / max(count, 1)

@@ -35,6 +35,7 @@ from spidernet_ray.genome import MACRO_MUTATIONS, MUTATIONS, Genome, GenomeError
 from spidernet_ray.ops import OPS
 from spidernet_ray.hardware import estimated_cost, latency_table, measure
 from spidernet_ray.pareto import budget_violation
+from spidernet_ray.progress import MemberProgress
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
 from spidernet_ray.record import MemberReport, MutationInstruction
 from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
@@ -167,13 +168,17 @@ class SpiderNetTrainable(tune.Trainable):
         if s.inject_nan_round == self.iteration + 1 and _first_member(self.trial_id):
             poison_weights(model)  # fault injection: every time the first member starts this round
         epochs = round_epochs(model.genome, s)
+        # Progress lines are for a search's driver: a trainable built outside Tune (tests, notebooks) writes none.
+        where = s.experiment_path if s.name and self.trial_resources is not None else None
+        progress = MemberProgress(where, self.trial_id, self.iteration + 1, epochs, len(self.loaders.train))
         for epoch in range(epochs):
             # Ops that a split, a restore or a narrowing just built come in the default layout.
             model.to(memory_format=TRAINING_LAYOUT)
             model.anneal_gates((self.iteration * epochs + epoch + 1) / (s.rounds * epochs))
             pressure = self._pressure_term()
             with train:
-                loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite)
+                loss = train_epoch(model, self.optimizer, self.loaders.train, pressure, should_stop=_not_finite,
+                                   on_step=lambda step, mean: progress.update(epoch, step, mean))
             if _not_finite(loss):
                 diverged = f"training loss became {loss} in round {self.iteration + 1}, epoch {epoch + 1}"
                 break

@@ -8,7 +8,10 @@ benchmarks and a notebook all go through here.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +23,7 @@ from spidernet_ray.config import ConfigError, SearchConfig, read_genome_file, wr
 from spidernet_ray.data import DataSplits, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.preflight import check_before_ray, check_cluster, check_reachable
-from spidernet_ray.progress import search_callback
+from spidernet_ray.progress import search_callback, without_lines
 from spidernet_ray.rundir import restore_cut_short_snapshots
 from spidernet_ray.strategies import build_strategy
 from spidernet_ray.trainable import param_space
@@ -49,8 +52,36 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
         except ConnectionError as exc:
             raise ConfigError(f"--address {address}: {str(exc).strip().splitlines()[0]}") from None
     else:
+        # Ray turns token authentication on for a new local cluster and warns so on every launch; the
+        # protection stays, the warning (nothing for a local user to do) goes. The README explains it.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=logging.WARNING)
+
+
+TRACKERS = {  # --tracking -> (package it needs, Ray Tune's callback for it)
+    "mlflow": ("mlflow", "ray.air.integrations.mlflow.MLflowLoggerCallback"),
+    "wandb": ("wandb", "ray.air.integrations.wandb.WandbLoggerCallback"),
+}
+
+
+def tracking_callbacks(config: SearchConfig) -> list[tune.Callback]:
+    """Ray Tune's own logger callback for ``--tracking`` (none without it); ConfigError, before anything is
+    written, when its package is missing. MLflow logs under ``RUN/mlruns`` unless MLFLOW_TRACKING_URI is set;
+    W&B reads its usual environment (WANDB_API_KEY, WANDB_MODE=offline)."""
+    if config.tracking is None:
+        return []
+    package, target = TRACKERS[config.tracking]
+    if importlib.util.find_spec(package) is None:
+        raise ConfigError(f"--tracking {config.tracking} needs the package {package}: "
+                          f"pip install 'spidernet_ray[{config.tracking}]'")
+    module, name = target.rsplit(".", 1)
+    callback = getattr(importlib.import_module(module), name)
+    project = config.experiment_path.name
+    if config.tracking == "mlflow":
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (config.experiment_path / "mlruns").as_uri()
+        return [callback(tracking_uri=uri, experiment_name=project)]
+    return [callback(project=project)]
 
 
 def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None,
@@ -99,6 +130,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
             raise GenomeError(f"{config.genome} is a genome for inputs {start.input_shape} and {start.num_classes} "
                               f"classes; {config.dataset} has {splits.input_shape} and {splits.num_classes}")
     check_before_ray(config, base)
+    callbacks = [*tracking_callbacks(config), *callbacks]
     if config.resume:
         restore_cut_short_snapshots(config.experiment_path)
     start_ray(config.address, config.num_cpus, config.num_gpus, config.verbose, config.dashboard)
@@ -107,6 +139,9 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
         # Ray's storage sync warns about files a paused trial has not written yet: noise for users.
         logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
+        # Tune warns when a driver step takes over 0.5 s; ranking a population and keeping checkpoint
+        # copies can, by design, and the warning gives a user nothing to act on.
+        logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
     path = config.experiment_path
     if not config.resume:
         path.mkdir(parents=True, exist_ok=True)
@@ -114,9 +149,13 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
     tuner = build_tuner(config, splits, start, callbacks)
     print(f"searching: {config.population} members x {config.rounds} rounds on {config.dataset} -> {path}",
           flush=True)
-    grid = tuner.fit()
+    print(f"TensorBoard: tensorboard --logdir {path}", flush=True)
+    with without_lines():
+        grid = tuner.fit()
     summary = results.write_results(path, config.objectives, config.budgets)
     print(summary.table_markdown)
+    if summary.warning:
+        print(summary.warning)
     print(f"results: {path}")
     errors = [r.error for r in grid if r.error]
     if errors:

@@ -86,3 +86,89 @@ def test_command_line_exports_a_checkpoint_and_turns_a_supernet_into_its_discret
     assert "torchscript:" in capsys.readouterr().out
     assert export.main([str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# -- preprocessing travels with the model --------------------------------------------------------
+def test_the_preprocessing_inside_the_file_reproduces_the_logits_from_published_digits(tmp_path):
+    """A user holding only model.ts and sklearn's raw 0..16 digits gets the logits the network gives the
+    batches it was trained on: every step of the input pipeline is in the file."""
+    import json
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from spidernet_ray.data import load_dataset
+    from spidernet_ray.data.batches import Batches
+
+    splits = load_dataset("digits", seed=0)
+    net = small_net()
+    result = export.export_model(net, tmp_path, formats=("pt2", "torchscript"), preprocess=splits.preprocessing())
+    assert json.loads((tmp_path / "preprocess.json").read_text()) == splits.preprocessing()
+
+    raw = load_digits().images[:7, None]  # as published: float values 0..16, (N, 1, 8, 8)
+    pipeline = Batches((np.rint(raw * 255 / 16)).astype(np.uint8), np.zeros(7, dtype=np.int64), 7,
+                       mean=splits.mean, std=splits.std)
+    model_input = next(iter(pipeline))[0]
+    with torch.no_grad():
+        expected = export.inference_copy(net)(model_input)
+    for fmt, path in result.files.items():
+        p = export.read_preprocess(path)
+        assert p["classes"] == list("0123456789") and p["input_shape"] == [1, 8, 8]
+        mean, std = np.array(p["mean"])[:, None, None], np.array(p["std"])[:, None, None]
+        x = ((np.round(raw * p["raw_scale"]) / 255 - mean) / std).astype(np.float32)
+        logits = export._RUNNERS[fmt](path, torch.from_numpy(x))
+        torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4, msg=fmt)
+
+
+def test_a_file_exported_without_preprocessing_says_it_carries_none(exported):
+    _, _, result = exported
+    assert export.read_preprocess(result.files["torchscript"]) is None
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_local, tmp_path_factory):
+    from helpers import launch_into_temp
+
+    flags = ["--dataset", "digits", "--subset", "300", "--population", "2", "--rounds", "2",
+             "--epochs-per-round", "1", "--channels", "4", "--reductions", "1", "--batch-size", "32",
+             "--candidates-per-cell", "2", "--seed", "1"]
+    code, run = launch_into_temp(tmp_path_factory, "exportable", flags)
+    assert code == 0
+    return run
+
+
+def test_export_best_finds_the_front_leaders_checkpoint_and_prints_where_it_went(finished_run, capsys):
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from spidernet_ray.checkpoint import load_checkpoint
+
+    best = pq.read_table(finished_run / "pareto.parquet").to_pylist()[0]
+    assert export.main([str(finished_run), "--best", "--formats", "torchscript"]) == 0
+    out = capsys.readouterr().out
+    folder = finished_run / "export" / best["genome_hash"]
+    assert str((folder / "model.ts").resolve()) in out and "preprocess.json" in out
+    assert export.read_preprocess(folder / "model.ts")["raw_scale"] == pytest.approx(255 / 16)
+    # The file is the network of the checkpoint saved at exactly the front row's round: same logits.
+    # A front row may be an architecture snapshot taken inside the round, whose weights no checkpoint
+    # holds: then the round's checkpoint stands in, and the output says so.
+    source = next(line for line in out.splitlines() if line.endswith(" ->"))[:-3]
+    assert Path(source).parent == finished_run / best["trial_dir"]
+    assert json.loads((Path(source) / "trainer_state.json").read_text())["rounds_done"] == best["training_iteration"]
+    round_row = next(r for r in pq.read_table(finished_run / "trials.parquet").to_pylist()
+                     if r["trial_id"] == best["trial_id"] and r["training_iteration"] == best["training_iteration"])
+    supernet = load_checkpoint(source)
+    assert supernet.discrete_genome().hash == round_row["genome_hash"]
+    net = supernet.to_discrete()
+    snapshot = round_row["genome_hash"] != best["genome_hash"]
+    assert ("is a snapshot taken during round" in out) == snapshot and ("note:" in out) == snapshot
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(folder / "model.ts"))(x), export.inference_copy(net)(x))
+
+
+def test_export_genome_refuses_an_unknown_hash_in_one_line(finished_run, capsys):
+    assert export.main([str(finished_run), "--genome", "nosuchhash"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -149,3 +149,20 @@ def test_command_line_writes_the_report_or_fails_in_one_line(tmp_path, capsys):
     run_dir = make_run_dir(tmp_path / "run", rounds=2)
     assert report_cli.main([str(run_dir), "--hv-latency-ms", "10"]) == 0
     assert "latency 10 ms" in (run_dir / "report.md").read_text()
+
+
+def test_every_genealogy_entry_is_one_lineage_arrow_with_the_genealogys_own_label():
+    # Three clones; the rows show only the first (t_c was cloned again before its row carried the
+    # mutation, and t_a's round-3 row says nothing of its clone at all).
+    rows = [{"trial_id": t, "training_iteration": k, "val_accuracy": 0.5} for t in ("t_a", "t_b", "t_c")
+            for k in (1, 2, 3)]
+    rows[4]["mutation"] = json.dumps({"id": "m1", "donor": "t_a", "chosen": [0, 2, 1]})  # t_b round 2
+    genealogy = [
+        {"time": 1.0, "round": 1, "child": "t_b", "donor": "t_a", "mutation_id": "m1", "mutation_kind": "split"},
+        {"time": 2.0, "round": 1, "child": "t_c", "donor": "t_b", "mutation_id": "m2", "mutation_kind": "swap"},
+        {"time": 3.0, "round": 2, "child": "t_a", "donor": "t_c", "mutation_id": "m3", "mutation_kind": "drop_op"},
+    ]
+    clones = [(p, c, label) for p, c, label in report.lineage_arrows(report.build_lineage(rows, genealogy))
+              if label is not None]
+    assert clones == [(("t_a", 1), ("t_b", 2), "split c0 2->1"), (("t_b", 1), ("t_c", 2), "swap"),
+                      (("t_c", 2), ("t_a", 3), "drop op")]

@@ -25,6 +25,7 @@ import pytest
 
 from spidernet_ray import results, rundir
 from spidernet_ray.results import (
+    chance_warning,
     format_front_table,
     hypervolume_of,
     pareto_front,
@@ -352,3 +353,53 @@ def test_hypervolume_of_the_front_matches_the_hand_computed_area(experiment_dir)
     assert hypervolume_of(front, reference=(1.0, 10.0)) == pytest.approx(6.6)
     # Dominated, diverged and over-budget rows add nothing.
     assert hypervolume_of(rows, reference=(1.0, 10.0), budgets=BUDGETS) == pytest.approx(6.6)
+
+
+# -- chance level -----------------------------------------------------------------------------------
+def test_a_best_accuracy_near_chance_is_warned_of_with_its_likely_cause_and_a_clear_one_is_not():
+    warning = chance_warning(0.11, 10)
+    assert "chance (10.0% for 10 classes)" in warning and "too few steps" in warning
+    assert chance_warning(0.40, 10) is None
+    assert chance_warning(0.53, 2) is not None and chance_warning(0.70, 2) is None
+    assert chance_warning(None, 10) is None and chance_warning(0.1, None) is None
+
+
+def test_a_chance_level_search_says_so_in_its_summary_and_a_learning_one_does_not(tmp_path):
+    experiment_dir = tmp_path / "ten-classes"
+    experiment_dir.mkdir()
+    ten_classes = json.dumps({"num_classes": 10, "tag": "x"})
+    rows = [row(TRIAL_A, 1, "h1", 0.10, 5.0, 50.0, genome=ten_classes),
+            row(TRIAL_A, 2, "h2", 0.11, 4.0, 51.0, genome=ten_classes)]
+    write_trial(experiment_dir, f"SpiderNetTrainable_{TRIAL_A}_0", rows)
+    summary = write_results(experiment_dir, OBJECTIVES)
+    assert summary.warning and summary.warning in (experiment_dir / "summary.md").read_text()
+
+    (experiment_dir / "rows.jsonl").write_text("".join(
+        json.dumps(dict(r, val_accuracy=0.9)) + "\n" for r in rows))
+    assert write_results(experiment_dir, OBJECTIVES).warning is None
+    assert "of chance" not in (experiment_dir / "summary.md").read_text()
+
+
+def test_the_round_line_flags_a_near_chance_population(capsys):
+    from spidernet_ray.config import SearchConfig
+    from spidernet_ray.progress import RoundProgress
+
+    progress = RoundProgress(SearchConfig(population=1, rounds=2))
+    progress.add(TRIAL_A, row(TRIAL_A, 1, "h1", 0.12, 5.0, 50.0, genome=json.dumps({"num_classes": 10})))
+    progress.add(TRIAL_A, row(TRIAL_A, 2, "h1", 0.80, 5.0, 50.0))
+    first, second = capsys.readouterr().out.splitlines()
+    assert "near chance: 10 classes" in first and "chance" not in second
+
+
+def test_front_members_on_the_same_spot_share_one_rank_label():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = [{"val_accuracy": 0.9, "latency_ms": 2.0}, {"val_accuracy": 0.5, "latency_ms": 1.0},
+             {"val_accuracy": 0.9, "latency_ms": 2.001}]
+    figure, axis = plt.subplots()
+    results._rank_labels(axis, front, "latency_ms", log=False)
+    assert sorted(text.get_text() for text in axis.texts) == ["1,3", "2"]
+    plt.close(figure)

@@ -50,7 +50,8 @@ def _load_digits(root: Path | None, *, seed: int, download: bool) -> RawDataset:
     order = stratified_order(labels, np.random.default_rng(0))
     n_test = round(0.2 * len(labels))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return RawDataset(images[train], labels[train], images[test], labels[test], tuple("0123456789"), natural=False)
+    return RawDataset(images[train], labels[train], images[test], labels[test], tuple("0123456789"), natural=False,
+                      raw_scale=255 / 16)
 
 
 @register_dataset("synthetic")

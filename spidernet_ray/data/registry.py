@@ -40,6 +40,8 @@ class RawDataset:
     y_test: np.ndarray
     classes: tuple[str, ...]
     natural: bool  # photographs (crop/flip keep their meaning) rather than glyphs
+    # Published pixel values times raw_scale give the uint8 0..255 images stored here (digits: 0..16 -> 0..255).
+    raw_scale: float = 1.0
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -62,6 +64,22 @@ class DataSplits:
     natural: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    raw_scale: float = 1.0
+
+    def preprocessing(self) -> dict:
+        """Everything a deployed model needs to turn a published image into its input, as JSON data:
+        ``x = (round(pixels * raw_scale) / 255 - mean) / std`` per channel, shape (N, C, H, W)."""
+        return {
+            "dataset": self.name,
+            "input_shape": list(self.input_shape),
+            "layout": "float32 (N, C, H, W)",
+            "raw_scale": self.raw_scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "formula": "x = (round(pixels * raw_scale) / 255 - mean) / std, per channel",
+            "classes": list(self.classes),
+            "output": "logits of the last head, one per class (argmax = predicted class)",
+        }
 
     @property
     def num_classes(self) -> int:
@@ -178,6 +196,7 @@ def _split(name: str, raw: RawDataset, *, seed: int, val_fraction: float, subset
         natural=raw.natural,
         mean=mean,
         std=std,
+        raw_scale=raw.raw_scale,
     )
 
 
