@@ -137,7 +137,7 @@ class SearchConfig:
                                    choices=("mlflow", "wandb"))
     dashboard: bool = setting(False, "start a local Ray with its dashboard, bound to 127.0.0.1")
     inject_nan_round: int | None = setting(None, "fault injection for testing: the first member's weights turn "
-                                           "NaN at the start of ROUND", metavar="ROUND")
+                                           "NaN at the start of every round from ROUND on", metavar="ROUND")
 
     @property
     def budgets(self) -> dict[str, float]:

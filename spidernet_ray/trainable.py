@@ -165,8 +165,9 @@ class SpiderNetTrainable(tune.Trainable):
         s, model = self.settings, self.model
         train, evaluation, measurement = Stopwatch(), Stopwatch(), Stopwatch()
         diverged, removed, channels_removed, loss = "", [], 0, float("nan")
-        if s.inject_nan_round == self.iteration + 1 and _first_member(self.trial_id):
-            poison_weights(model)  # fault injection: every time the first member starts this round
+        if s.inject_nan_round is not None and self.iteration + 1 >= s.inject_nan_round and _first_member(self.trial_id):
+            # Fault injection, from that round on (a clone may skip the round itself: it takes its donor's count).
+            poison_weights(model)
         epochs = round_epochs(model.genome, s)
         # Progress lines are for a search's driver: a trainable built outside Tune (tests, notebooks) writes none.
         where = s.experiment_path if s.name and self.trial_resources is not None else None
@@ -350,6 +351,11 @@ class SpiderNetTrainable(tune.Trainable):
         if s.latency_budget_ms is not None and instruction.donor_latency:
             kept = [(n, c) for n, c in children if self._scaled_latency(c, instruction) <= s.latency_budget_ms]
             refused, children = len(children) - len(kept), kept
+        if s.memory_budget_mb is not None:  # measured: no cheap estimate of a training step's peak yet
+            kept = [(n, c) for n, c in children if within_budget(
+                budget_metrics(c, batch_size=s.batch_size, device=self.device, latency_budget_ms=None,
+                               memory_budget_mb=s.memory_budget_mb), None, s.memory_budget_mb)]
+            refused, children = refused + len(children) - len(kept), kept
         if not children:
             return {"chosen": None, "refused_for_budget": refused, "reason": "no mutation possible; ",
                     "seconds": time.perf_counter() - started}

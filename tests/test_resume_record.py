@@ -1,6 +1,6 @@
 """A search's record stays whole when its driver is killed and resumed, again and again.
 
-One search (synthetic 8x8 data, two members, five rounds) is run as a user runs it, in a subprocess
+One search (synthetic 8x8 data, two members, eight rounds) is run as a user runs it, in a subprocess
 with the local Ray it starts, and SIGKILLed with that Ray three times, each followed by ``--resume``:
 mid-round, right after an exploit was recorded, and while the result files are being written. Then
 ``python -m spidernet_ray.report RUN --check`` must find nothing wrong. Ray's snapshot period is left at
@@ -26,7 +26,7 @@ from spidernet_ray.rundir import STATE_FILE
 
 from test_faults import SMALL, rows_in_file_order, wait_for_exit
 
-ROUNDS = 5
+ROUNDS = 8  # a fresh clone is protected for a round: two members need rounds for exploits
 pytestmark = [pytest.mark.ray, pytest.mark.subprocess]
 
 
@@ -76,7 +76,7 @@ def killed_three_times(tmp_path_factory):
     outputs, kills = [], {}
     try:
         # 1. Mid-round: round 1 is done, round 2 under way.
-        output, killed = run_until(cmd, env, path, lambda p, out: "round 1/" in out)
+        output, killed = run_until(cmd, env, path, lambda p, out: "\nround 1/" in out)  # a round line
         outputs.append(output)
         kills["mid-round"] = killed and len(rows_in_file_order(path))
         # 2. Resumed, then killed as soon as the state holds an exploit made after the resume.
