@@ -114,13 +114,15 @@ CALIBRATION = (
     "actor's start costs about 4 s of CPU (imports); a search member's first round about 4.6 s of CPU on digits at "
     "C=4 (8.7 s at C=8) and 6.8 s on Fashion-MNIST at 14x14 (about 2.6x that at 28x28, hence the reduced "
     "resolution); a random member's round about 1.8 s and 2.7 s, stock PBT's fixed network's about 0.8 s. At a "
-    "load of 2-4 a digits search arm reported its first rows 13 s after its start, then two rows every 4 s (15 "
-    "rows, 4 exploits in 45 s), so about 7 rows in 25 s, under 2 rounds per member; random search trains 2-3x the "
-    "trial-epochs, stock PBT about 5x. An arm's wall time is its budget plus 3-5 s. Retraining 14 digits models "
-    "for 6 epochs took 100 s (the search's dense models 16-21 s each, the others 3-15 s), hence 4 epochs on "
-    "digits and 3 on Fashion-MNIST. Estimated default run: digits 40 arms x ~29 s + 10 retrains x ~70 s = ~31 "
-    "min; Fashion-MNIST 20 arms x ~40 s + 5 retrains x ~75 s = ~20 min; about 51 min in all. Under a load of "
-    "10 everything runs about 3.5x slower and arms of these budgets deliver little or nothing."
+    "load of 2-4: a digits search arm reported its first rows 13 s after its start, then two rows every 4 s "
+    "(15 rows, 4 exploits in 45 s), so about 7 rows in 25 s, under 2 rounds per member; random search trains "
+    "2-3x its trial-epochs, stock PBT about 5x. A Fashion-MNIST seed took 255 s (arms of 38-44 s, retraining 7 "
+    "models for 3 epochs 78 s); its search arm reported first 17 s after its start and one round per member "
+    "in 35 s. Retraining 14 digits models for 6 epochs took 100 s (the search's dense models 16-21 s each, "
+    "the others 3-15 s), hence 4 epochs on digits and 3 on Fashion-MNIST. An arm takes its budget plus 3-9 s. "
+    "Estimated default run: digits 40 arms x ~29 s + 10 retrains of ~13 models x ~65 s = ~30 min; "
+    "Fashion-MNIST 20 arms x ~41 s + 5 retrains x ~120 s = ~24 min; 50-55 min in all on a quiet machine. "
+    "Under a load of 10 everything runs about 3.5x slower and arms of these budgets deliver little or nothing."
 )
 
 
