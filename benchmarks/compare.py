@@ -96,32 +96,34 @@ PLANS: dict[str, Plan] = {
     # digits: 1438 training images (the rest is the fixed test split of 359); 28 % of them validate: 403.
     "digits": Plan(search={"dataset": "digits", "val_fraction": 0.28, "channels": 4, "reductions": 2,
                            "population": 4, "epochs_per_round": 1, "batch_size": 64},
-                   budget_seconds=25, seeds=tuple(range(10)), random_rounds=3, retrain_epochs=6),
+                   budget_seconds=25, seeds=tuple(range(10)), random_rounds=3, retrain_epochs=4),
     # Fashion-MNIST at 14x14 (a quarter of the compute per image): 1600 training images, a quarter of them
     # (400) for validation; 2000 test images.
     "fashion_mnist": Plan(search={"dataset": "fashion_mnist_14x14", "subset": 1600, "val_fraction": 0.25, "channels": 4,
                                   "reductions": 2, "population": 4, "epochs_per_round": 1, "batch_size": 64},
-                          budget_seconds=35, seeds=tuple(range(5)), random_rounds=3, retrain_epochs=4,
+                          budget_seconds=35, seeds=tuple(range(5)), random_rounds=3, retrain_epochs=3,
                           test_examples=2000),
 }
-# The smoke run (--quick): two members per arm, a budget that lets each report a few rows, one retrain epoch,
+# The smoke run (--quick): two members per arm, a budget in which most arms report a row or two, two retrain epochs,
 # a development seed.
-QUICK = {"budget_seconds": 10, "seeds": (100,), "random_rounds": 1, "retrain_epochs": 1}
+QUICK = {"budget_seconds": 12, "seeds": (100,), "random_rounds": 1, "retrain_epochs": 2}
 QUICK_POPULATION = 2
 # Written into compare.json and compare.md: how the sizes above were chosen.
 CALIBRATION = (
-    "Calibrated on development seeds 101-102 only (never the reported seeds), on the 2-core machine while "
-    "other jobs kept its load average at 5-12, so from CPU seconds, which load does not inflate: a trial "
-    "actor's start costs about 4 s of CPU (imports), a search member's first round about 4.6 s on digits at "
+    "Calibrated on development seeds 101-103 only (never the reported seeds), on the 2-core machine, mostly while "
+    "other jobs kept its load average at 5-20, so partly from CPU seconds, which load inflates little. A trial "
+    "actor's start costs about 4 s of CPU (imports); a search member's first round about 4.6 s of CPU on digits at "
     "C=4 (8.7 s at C=8) and 6.8 s on Fashion-MNIST at 14x14 (about 2.6x that at 28x28, hence the reduced "
-    "resolution), a random member's round about 1.8 s and 2.7 s, stock PBT's fixed network's about 0.8 s. "
-    "On a quiet machine the search's first rows come about 10 s (digits) and 12 s (Fashion-MNIST) after an arm "
-    "starts, so 25 s and 35 s give its members 2-3 rounds each; random search trains 2-3x as many "
-    "trial-epochs in the same time, stock PBT about 5x. Retraining costs about 1.2 s per model and epoch on "
-    "digits and 1.8 s on Fashion-MNIST, two models at a time. Estimated default run on a quiet machine: "
-    "digits 40 arms x ~28 s plus 10 retrains of ~12 models x 6 epochs (~56 s each) = ~28 min; Fashion-MNIST "
-    "20 arms x ~39 s plus 5 retrains x 4 epochs (~60 s each) = ~18 min; about 46 min in all (a load of 10 "
-    "makes everything about 3.5x slower, and then short budgets deliver little)."
+    "resolution); a random member's round about 1.8 s and 2.7 s, stock PBT's fixed network's about 0.8 s. At a "
+    "load of 2-4: a digits search arm reported its first rows 13 s after its start, then two rows every 4 s "
+    "(15 rows, 4 exploits in 45 s), so about 7 rows in 25 s, under 2 rounds per member; random search trains "
+    "2-3x its trial-epochs, stock PBT about 5x. A Fashion-MNIST seed took 255 s (arms of 38-44 s, retraining 7 "
+    "models for 3 epochs 78 s); its search arm reported first 17 s after its start and one round per member "
+    "in 35 s. Retraining 14 digits models for 6 epochs took 100 s (the search's dense models 16-21 s each, "
+    "the others 3-15 s), hence 4 epochs on digits and 3 on Fashion-MNIST. An arm takes its budget plus 3-9 s. "
+    "Estimated default run: digits 40 arms x ~29 s + 10 retrains of ~13 models x ~65 s = ~30 min; "
+    "Fashion-MNIST 20 arms x ~41 s + 5 retrains x ~120 s = ~24 min; 50-55 min in all on a quiet machine. "
+    "Under a load of 10 everything runs about 3.5x slower and arms of these budgets deliver little or nothing."
 )
 
 
