@@ -5,10 +5,13 @@ import random
 
 import numpy as np
 import pytest
+from ray import cloudpickle
 
 from helpers import load_benchmark
 
 landscape_bench = load_benchmark("selection_landscape")
+# Loaded by path, the module is not importable on Ray's workers: its toy trainable travels by value.
+cloudpickle.register_pickle_by_value(landscape_bench)
 
 
 def test_the_landscape_knows_its_optimum_under_the_budget_and_a_mutation_moves_one_choice_one_step():
