@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compare_stats import bootstrap_ci, wilcoxon_signed_rank  # benchmarks/compare_stats.py, beside this script
 from spidernet_ray.pareto import hypervolume_2d
 from spidernet_ray.record import MutationInstruction
 
@@ -174,36 +175,6 @@ def spidernet_arm(landscape: Landscape, population: int, rounds: int, seed: int,
     return landscape.score(evaluated), len(genealogy), len(evaluated)
 
 
-# -- statistics (small local helpers; n <= 25) -------------------------------------------------------
-def bootstrap_ci(values, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    means = np.random.default_rng(seed).choice(values, (resamples, len(values))).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def wilcoxon_p(differences) -> float:
-    """Two-sided exact Wilcoxon signed-rank p-value (zeros dropped, ties given average ranks)."""
-    d = np.asarray([x for x in differences if x != 0], dtype=float)
-    if len(d) == 0:
-        return 1.0
-    order = np.abs(d).argsort()
-    ranks = np.empty(len(d))
-    ranks[order] = np.arange(1, len(d) + 1)
-    for value in np.unique(np.abs(d)):  # average ranks of ties
-        tied = np.abs(d) == value
-        ranks[tied] = ranks[tied].mean()
-    doubled = np.rint(ranks * 2).astype(int)  # integers, so the null distribution is a count table
-    counts = np.zeros(doubled.sum() + 1)
-    counts[0] = 1
-    for r in doubled:
-        counts[r:] = counts[r:] + counts[:-r]
-    counts /= counts.sum()
-    observed = doubled[d > 0].sum()
-    mean = doubled.sum() / 2
-    extreme = np.abs(np.arange(len(counts)) - mean) >= abs(observed - mean) - 1e-9
-    return float(min(1.0, counts[extreme].sum()))
-
-
 def summarise(rows: list[dict]) -> dict:
     summary = {}
     for metric in ("regret", "hypervolume"):
@@ -213,7 +184,7 @@ def summarise(rows: list[dict]) -> dict:
         summary[metric] = {
             "spidernet_mean": float(spider.mean()), "random_mean": float(rand.mean()),
             "difference_mean": float(difference.mean()), "difference_ci95": bootstrap_ci(difference),
-            "wilcoxon_p": wilcoxon_p(difference),
+            "wilcoxon_p": wilcoxon_signed_rank(difference),
         }
         if metric == "hypervolume":
             ratio = spider / rand

@@ -30,7 +30,7 @@ def test_the_exact_wilcoxon_p_value_matches_scipy_s(seed):
     from scipy.stats import wilcoxon
 
     differences = np.random.default_rng(seed).normal(0.3, 1.0, 12)
-    assert landscape_bench.wilcoxon_p(differences) == pytest.approx(wilcoxon(differences, method="exact").pvalue)
+    assert landscape_bench.wilcoxon_signed_rank(differences) == pytest.approx(wilcoxon(differences, method="exact").pvalue)
 
 
 def test_a_population_of_four_over_six_rounds_selects_several_times(ray_local, tmp_path):
