@@ -146,7 +146,7 @@ class StockPBTTrainable(SpiderNetTrainable):
         with evaluation:
             val_accuracy, val_loss = (0.0, math.inf) if diverged else evaluate(model, self.loaders.val)
         with measurement:
-            hardware = self._measure()
+            hardware = self.hardware(model.genome)
         violation = budget_violation({"val_accuracy": val_accuracy, **hardware}, s.budgets)
         return MemberReport(
             val_accuracy=val_accuracy,
@@ -167,13 +167,6 @@ class StockPBTTrainable(SpiderNetTrainable):
             weight_decay=self.config["weight_decay"],
             drop_path=self.config["drop_path"],
         ).to_result()
-
-    def _measure(self) -> dict:
-        # One architecture for every member: measured once per actor.
-        if "fixed" not in self.measured:
-            self.measured["fixed"] = measure(self.model, self.splits.input_shape, self.settings.batch_size,
-                                             self.device, latency_batch_size=self.settings.latency_batch_size).to_dict()
-        return self.measured["fixed"]
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         ckpt.save_checkpoint(self.model, checkpoint_dir)

@@ -358,15 +358,16 @@ class Genome:
             raise GenomeError(f"cell {cell}: removing node {node} disconnects the output")
         return self._with_cell(cell, pruned.without_orphans())
 
-    def op_sites(self) -> Iterator[tuple[str, int, int, tuple[int, int]]]:
-        """(op, channels, stride, input resolution) of every op: what a per-op cost table is keyed by."""
+    def op_sites(self) -> Iterator[tuple[tuple[str, int, int, tuple[int, int]], int | None]]:
+        """((op, channels, stride, input resolution), hidden width or None when full) of every op: what a
+        per-op cost table is keyed by."""
         for k, c in enumerate(self.cells):
             in_res, out_res = self.cell_resolution(max(k - 1, 0)), self.cell_resolution(k)
             for e in c.edges:
                 from_input = e.src in c.inputs
                 stride = 2 if c.reduction and from_input else 1
                 for op in e.ops:
-                    yield op, self.cell_channels(k), stride, in_res if from_input else out_res
+                    yield (op, self.cell_channels(k), stride, in_res if from_input else out_res), e.width(op)
 
     def with_channels(self, channels: int) -> Genome:
         """The same cells at another initial width; narrowed ops keep their share of the cell's channels."""

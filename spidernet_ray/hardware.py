@@ -50,6 +50,7 @@ class HardwareMetrics:
     batch_size: int  # training batch of the memory measurement
     latency_batch_size: int
     device: str
+    estimated: bool = False  # latency and memory from the run's cost model, not measured
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -294,15 +295,28 @@ class OpCostTable:
         self.measurements = 0
         self._costs: dict[tuple[str, int, int, tuple[int, int]], float] = {}
 
-    def __call__(self, op: str, channels: int, stride: int, resolution: tuple[int, int]) -> float:
-        key = (op, channels, stride, tuple(resolution))
+    def __call__(self, op: str, channels: int, stride: int, resolution: tuple[int, int],
+                 width: int | None = None) -> float:
+        """The op's cost; ``width``: its hidden channels when channel search narrowed it (None: full)."""
+        key = (op, channels, stride, tuple(resolution), None if width == channels else width)
         if key not in self._costs:
             self._costs[key] = self._measure(*key)
             self.measurements += 1
         return self._costs[key]
 
-    def _measure(self, op: str, channels: int, stride: int, resolution: tuple[int, int]) -> float:
-        module = build_op(op, channels, stride).to(self.device)
+    def entries(self) -> list[list]:
+        """The measured costs as JSON-ready rows [op, channels, stride, height, width, hidden width, cost]."""
+        return [[op, c, s, *res, hidden, cost] for (op, c, s, res, hidden), cost in
+                sorted(self._costs.items(), key=lambda item: str(item[0]))]
+
+    def with_entries(self, rows: list[list]) -> OpCostTable:
+        """This table holding ``rows`` (from ``entries``) as if it had measured them."""
+        for op, c, s, h, w, hidden, cost in rows:
+            self._costs[(op, int(c), int(s), (int(h), int(w)), None if hidden is None else int(hidden))] = float(cost)
+        return self
+
+    def _measure(self, op: str, channels: int, stride: int, resolution: tuple[int, int], width: int | None) -> float:
+        module = build_op(op, channels, stride, width).to(self.device)
         shape = (channels, *resolution)
         if self.metric == "params":
             return float(count_params(module))
@@ -329,18 +343,6 @@ class OpCostTable:
 
 
 def estimated_cost(genome, cost) -> float:
-    """Sum of the per-op costs (an ``OpCostTable`` or any ``OpCost``) over the genome's ops: a cheap
-    estimate of its latency (or memory) that ranks candidate mutations without building them."""
-    return sum(cost(*site) for site in genome.op_sites())
-
-
-_TABLES: dict[tuple[str, str, int], OpCostTable] = {}
-
-
-def latency_table(device: torch.device | str = "cpu", batch_size: int = 1) -> OpCostTable:
-    """The per-op latency table of this process, built once and shared by every member it hosts (the
-    one place to swap for a table measured once per run)."""
-    key = ("latency", str(device), batch_size)
-    if key not in _TABLES:
-        _TABLES[key] = OpCostTable("latency", device, batch_size)
-    return _TABLES[key]
+    """Sum of the per-op costs (an ``OpCostTable`` or any ``OpCost``) over the genome's ops at full width: a
+    cheap estimate of its latency (or memory) that ranks candidate mutations without building them."""
+    return sum(cost(*site) for site, _ in genome.op_sites())

@@ -51,6 +51,7 @@ class MemberReport:
     batch_size: int = column(_I)
     latency_batch_size: int = column(_I)
     device: str = column(_S)
+    estimated: bool = column(_B, archive=True)  # latency and memory estimated (costmodel), not measured
     # Wall and CPU seconds of training, validation and measurement
     train_seconds: float = column(_F)
     train_cpu_seconds: float = column(_F)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from spidernet_ray.record import REPORT_TYPES, decode
 from spidernet_ray.rundir import (
+    FRONT_CHECK_FILE,
     GENEALOGY_FILE,
     LEGACY_STATE_FILE,
     PARETO_FILE,
@@ -61,8 +62,9 @@ CONFIG_KEYS = ("lr", "weight_decay", "drop_path", "seed")
 # What a front entry keeps of its row; the objective metrics are added after val_accuracy.
 FRONT_KEYS = (
     "trial_id", "trial_dir", "training_iteration", "val_accuracy", "latency_ms", "peak_memory_mb",
-    "params", "flops", "ops_alive", "genome_hash", "genome",
+    "params", "flops", "ops_alive", "estimated", "genome_hash", "genome",
 )
+MEASURED_KEYS = ("measured_latency_ms", "measured_peak_memory_mb")  # joined from FRONT_CHECK_FILE
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 # Column types of the keys we know. A column whose values do not fit its declared type, and any
@@ -382,6 +384,66 @@ def _si(value: Any) -> str:
     return f"{value:.0f}"
 
 
+# -- estimates against measurement ---------------------------------------------------------------
+def front_check(estimated: Sequence[Mapping[str, Any]], measured: Sequence[Mapping[str, Any]],
+                **about: Any) -> dict[str, Any]:
+    """The front's networks, each estimated (a row of the search) and measured (``hardware.measure``,
+    same order), with how well the estimates rank and size them: Kendall tau and the median and
+    largest relative error, per metric (None with fewer than two networks)."""
+    from scipy.stats import kendalltau
+
+    architectures = [
+        {"genome_hash": e["genome_hash"], "latency_ms": e["latency_ms"], "measured_latency_ms": m["latency_ms"],
+         "measured_latency_spread_ms": m["latency_spread_ms"], "peak_memory_mb": e["peak_memory_mb"],
+         "measured_peak_memory_mb": m["peak_memory_mb"], "memory_method": m["memory_method"]}
+        for e, m in zip(estimated, measured)
+    ]
+    check = {**about, "architectures": architectures}
+    for metric in ("latency_ms", "peak_memory_mb"):
+        guess = np.array([a[metric] for a in architectures], float)
+        truth = np.array([a[f"measured_{metric}"] for a in architectures], float)
+        errors = np.abs(guess / truth - 1) if len(truth) else np.array([])
+        tau = kendalltau(guess, truth).statistic if len(truth) > 1 else None
+        check[metric] = {
+            "kendall_tau": None if tau is None or math.isnan(tau) else float(tau),
+            "median_error": float(np.median(errors)) if len(errors) else None,
+            "largest_error": float(np.max(errors)) if len(errors) else None,
+        }
+    return check
+
+
+def read_front_check(experiment_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(experiment_dir) / FRONT_CHECK_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def format_front_check(check: Mapping[str, Any]) -> str:
+    """The front's estimated figures against their measurement, as markdown."""
+    lines = [
+        f"## Estimated against measured ({len(check['architectures'])} front architectures, measured after the "
+        f"search on {check.get('device', '?')}, {check.get('threads', '?')} thread(s))",
+        "",
+        "The search ranks on latency and memory estimated from the run's cost model (per-op tables measured "
+        "once); the front's networks were then measured whole, with the device to themselves.",
+        "",
+        "| genome | latency est. (ms) | latency measured (ms) | peak mem est. (MB) | peak mem measured (MB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for a in check["architectures"]:
+        lines.append(f"| `{a['genome_hash']}` | {format_number(a['latency_ms'], '.3f')} | "
+                     f"{format_number(a['measured_latency_ms'], '.3f')} | {format_number(a['peak_memory_mb'], '.1f')} | "
+                     f"{format_number(a['measured_peak_memory_mb'], '.1f')} |")
+    lines.append("")
+    for metric, name in (("latency_ms", "latency"), ("peak_memory_mb", "peak memory")):
+        m = check[metric]
+        lines.append(f"- {name}: Kendall tau {format_number(m['kendall_tau'], '+.2f')}, relative error median "
+                     f"{format_number(m['median_error'], '.1%')}, largest {format_number(m['largest_error'], '.1%')}")
+    return "\n".join(lines)
+
+
 def format_front_table(front: Sequence[Mapping[str, Any]]) -> str:
     """The front as a markdown table (one line per architecture, in the given order)."""
     if not front:
@@ -405,7 +467,7 @@ def format_front_table(front: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objective],
-                      budgets: Mapping[str, float] | None) -> str:
+                      budgets: Mapping[str, float] | None, check: Mapping[str, Any] | None = None) -> str:
     reporting = len({row["trial_id"] for row in rows})
     diverged = len({row["trial_id"] for row in rows if row.get("diverged")})
     splits = sum(1 for row in rows if row.get("split_applied") is True)
@@ -450,6 +512,7 @@ def _summary_markdown(summary: Summary, rows: Sequence[Mapping[str, Any]], objec
         "",
         f"![Pareto front]({PLOT_FILE})",
         "",
+        *([format_front_check(check), ""] if check else []),
         f"Files: `{TRIALS_FILE}` (every row), `{PARETO_FILE}` (the front, with genome JSON), "
         f"`{GENEALOGY_FILE}` (exploits and mutations).",
         "",
@@ -539,6 +602,11 @@ def write_results(
     objectives = parse_objectives(objectives)
     rows = read_rows(experiment_dir)
     front = pareto_front(rows + snapshot_rows(rows), objectives, budgets)
+    check = read_front_check(experiment_dir)
+    if check:
+        measured = {a["genome_hash"]: a for a in check["architectures"]}
+        for entry in front:
+            entry.update({key: measured.get(entry["genome_hash"], {}).get(key) for key in MEASURED_KEYS})
     genealogy = read_genealogy(experiment_dir)
     iterations = [row["training_iteration"] for row in rows if is_finite_number(row.get("training_iteration"))]
     summary = Summary(
@@ -558,7 +626,8 @@ def write_results(
     summary.warning = chance_warning(best_accuracy, num_classes_of(rows))
 
     trial_columns = _TRIALS_LEADING if rows else tuple(ROW_TYPES)  # typed even when empty
-    front_keys = list(dict.fromkeys((*FRONT_KEYS, *(objective.metric for objective in objectives))))
+    front_keys = list(dict.fromkeys((*FRONT_KEYS, *(objective.metric for objective in objectives),
+                                     *(MEASURED_KEYS if check else ()))))
     front_types = {objective.metric: _F for objective in objectives if objective.metric not in COLUMN_TYPES}
     paths = summary.paths
     paths["trials"] = _write_parquet(experiment_dir / TRIALS_FILE, to_table(rows, trial_columns))
@@ -568,7 +637,7 @@ def write_results(
         experiment_dir / PLOT_FILE, lambda tmp: plot_front(rows, front, tmp, title=summary.run_name, budgets=budgets)
     )
     paths["summary"] = atomic_write_text(experiment_dir / SUMMARY_FILE,
-                                         _summary_markdown(summary, rows, objectives, budgets))
+                                         _summary_markdown(summary, rows, objectives, budgets, check))
     return summary
 
 

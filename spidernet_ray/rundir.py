@@ -32,6 +32,8 @@ ROWS_FILE = "rows.jsonl"
 # scheduler rewrote after the resume would be put back to what it was when the resume started.
 STATE_FILE = "scheduler/state.json"
 LEGACY_STATE_FILE = "scheduler_state.json"  # where runs before the move kept it
+COST_MODEL_FILE = "hardware/cost_model.json"  # per-op tables measured once per run (costmodel.CostModel)
+FRONT_CHECK_FILE = "hardware/front_check.json"  # the final front measured for real against its estimates
 TRIALS_FILE = "trials.parquet"
 PARETO_FILE = "pareto.parquet"
 GENEALOGY_FILE = "genealogy.parquet"

@@ -29,16 +29,17 @@ from ray import tune
 
 from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.config import SearchConfig
+from spidernet_ray.costmodel import CostModel
 from spidernet_ray.data import DataSplits, make_loaders
 from spidernet_ray.gates import PressureCoefficient, param_cost
 from spidernet_ray.genome import MACRO_MUTATIONS, MUTATIONS, Genome, GenomeError, fill_the_gap, initial_genome, mutate
+from spidernet_ray.hardware import HardwareMetrics, OpCostTable, estimated_cost, measure
 from spidernet_ray.ops import OPS
-from spidernet_ray.hardware import estimated_cost, latency_table, measure
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.progress import MemberProgress
 from spidernet_ray.proxies import budget_metrics, choose_split, within_budget
 from spidernet_ray.record import MemberReport, MutationInstruction
-from spidernet_ray.supernet import CellNetwork, SuperNet, inherit_weights
+from spidernet_ray.supernet import CellNetwork, DiscreteNet, SuperNet, inherit_weights
 from spidernet_ray.train import (
     TRAINING_LAYOUT,
     evaluate,
@@ -103,12 +104,17 @@ def seeded_start(splits: DataSplits, settings: SearchConfig, seed: int, count: i
 
 
 class SpiderNetTrainable(tune.Trainable):
-    def setup(self, config: dict, splits: DataSplits):
+    def setup(self, config: dict, splits: DataSplits, cost_model: CostModel | None = None):
+        """``cost_model``: the run's (``tuner.run_cost_model``); without one (a trainable built outside a
+        search) every round is measured and the per-op latencies are measured here on first use."""
         self.splits = splits
         self.settings: SearchConfig = config["settings"]
         self.start_genome: str | None = config["start_genome"]
+        self.cost_model = cost_model
         self.measured = {}  # architecture -> hardware metrics, shared by the members this actor hosts
         self.device = trial_device()
+        self.latency_table = cost_model.latency if cost_model else OpCostTable("latency", self.device,
+                                                                               self.settings.latency_batch_size)
         resources = self.trial_resources  # None when the trainable is built outside Tune (tests, notebooks)
         torch.set_num_threads(max(1, int(resources.required_resources.get("CPU", 1) if resources else 1)))
         self.loaders = make_loaders(splits, self.settings.batch_size, self.device, seed=config["seed"])
@@ -194,10 +200,10 @@ class SpiderNetTrainable(tune.Trainable):
             val_accuracy, val_loss = evaluate(model, self.loaders.val)
         if diverged:
             val_accuracy, val_loss = 0.0, float("inf")
-        with measurement:
-            hardware = self._measure()
-        violation = budget_violation({"val_accuracy": val_accuracy, **hardware}, s.budgets)
         discrete = model.discrete_genome()
+        with measurement:
+            hardware = self.hardware(discrete)
+        violation = budget_violation({"val_accuracy": val_accuracy, **hardware}, s.budgets)
         report = MemberReport(
             val_accuracy=val_accuracy,
             val_loss=val_loss,
@@ -266,23 +272,31 @@ class SpiderNetTrainable(tune.Trainable):
             "epoch": epoch + 1,
             "val_accuracy": val_accuracy,
             "val_loss": val_loss,
-            **self._measure(),
+            **self.hardware(genome),
             "ops_alive": genome.ops_alive(),
             "genome": genome.to_json(),
             "genome_hash": genome.hash,
         }
 
-    def _measure(self) -> dict:
-        """Hardware metrics of the discrete network; an architecture already measured is not re-measured
-        (its latency and memory do not depend on the weights)."""
-        discrete = self.model.to_discrete()
-        key = (discrete.genome.hash, tuple(sorted(discrete.edge_ops.items())))
-        if key not in self.measured:
-            discrete.to(memory_format=TRAINING_LAYOUT)  # measured as it trains
-            self.measured[key] = measure(discrete, self.splits.input_shape, self.settings.batch_size, self.device,
-                                         latency_batch_size=self.settings.latency_batch_size,
-                                         disposable=True).to_dict()
-        return self.measured[key]
+    def hardware(self, discrete: Genome) -> dict:
+        """Hardware metrics of the network the member stands for (``discrete``, its discrete genome):
+        latency and peak memory estimated from the run's cost model, or measured with
+        ``--measure-every-round``. An architecture is priced once per actor (its latency and memory do not
+        depend on the weights)."""
+        if discrete.hash not in self.measured:
+            self.measured[discrete.hash] = self._price(discrete)
+        return self.measured[discrete.hash]
+
+    def _price(self, discrete: Genome) -> dict:
+        s = self.settings
+        if s.measure_every_round or self.cost_model is None:
+            net = DiscreteNet(discrete).to(self.device, memory_format=TRAINING_LAYOUT)  # measured as it trains
+            return measure(net, self.splits.input_shape, s.batch_size, self.device,
+                           latency_batch_size=s.latency_batch_size, disposable=True).to_dict()
+        return HardwareMetrics(
+            **self.cost_model.estimate(discrete), latency_spread_ms=0.0, memory_method="estimate",
+            batch_size=s.batch_size, latency_batch_size=s.latency_batch_size, device=str(self.device),
+            estimated=True).to_dict()
 
     def _pressure_term(self):
         if self.settings.pressure <= 0:
@@ -294,7 +308,7 @@ class SpiderNetTrainable(tune.Trainable):
         """What the gate pressure and the mutation estimates weigh an op by."""
         if self.settings.pressure_cost == "params":
             return param_cost
-        return latency_table(self.device, self.settings.latency_batch_size)
+        return self.latency_table
 
     def _mutation_fields(self) -> dict:
         r = self.mutation_report

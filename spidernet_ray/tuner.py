@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -20,11 +21,12 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from spidernet_ray import results
 from spidernet_ray.config import ConfigError, SearchConfig, read_genome_file, write_run_config
+from spidernet_ray.costmodel import CostModel, measure_cost_model
 from spidernet_ray.data import DataSplits, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.preflight import check_before_ray, check_cluster, check_reachable
 from spidernet_ray.progress import search_callback, without_lines
-from spidernet_ray.rundir import restore_cut_short_snapshots
+from spidernet_ray.rundir import COST_MODEL_FILE, FRONT_CHECK_FILE, atomic_write_text, restore_cut_short_snapshots
 from spidernet_ray.strategies import build_strategy
 from spidernet_ray.trainable import param_space
 
@@ -84,14 +86,101 @@ def tracking_callbacks(config: SearchConfig) -> list[tune.Callback]:
     return [callback(project=project)]
 
 
+# -- measure once ----------------------------------------------------------------------------------
+def trial_cpus(config: SearchConfig) -> float:
+    """CPUs per member on the Ray this process is attached to (``SearchConfig.trial_cpus``)."""
+    import ray
+
+    return config.trial_cpus(ray.cluster_resources().get("CPU", 1))
+
+
+def measuring_task(config: SearchConfig):
+    """Options of a Ray task that has a device to itself: the CPU threads a member uses and, when members
+    get GPUs, a whole GPU. Run before the members start or after they end, it measures what they see."""
+    import ray
+
+    gpus = min(1.0, ray.cluster_resources().get("GPU", 0)) if config.trial_gpus > 0 else 0
+    threads = max(1, int(trial_cpus(config)))
+    return {"num_cpus": threads, "num_gpus": gpus}, threads
+
+
+def _task_device() -> str:
+    import ray
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def _measure_cost_model(dense: Genome, config: SearchConfig, threads: int) -> CostModel:
+    return measure_cost_model(dense, config.batch_size, config.latency_batch_size, _task_device(), threads,
+                              seed=config.seed)
+
+
+def run_cost_model(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None) -> CostModel:
+    """The run's cost model (``costmodel``): read from the run directory when there is one (a resumed
+    search), else measured now on a worker that has the device to itself, and stored."""
+    import ray
+
+    path = config.experiment_path / COST_MODEL_FILE
+    if path.exists():
+        return CostModel.from_json(path.read_text())
+    base = start_genome or initial_genome(splits.input_shape, splits.num_classes, config.reductions, config.channels)
+    dense = initial_genome(base.input_shape, base.num_classes, base.reductions, base.channels)
+    options, threads = measuring_task(config)
+    model = ray.get(ray.remote(_measure_cost_model).options(**options).remote(dense, config, threads))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, model.to_json())
+    return model
+
+
+def _measure_networks(genomes: list[str], config: SearchConfig, threads: int) -> list[dict]:
+    import torch
+
+    from spidernet_ray.hardware import measure
+    from spidernet_ray.supernet import DiscreteNet
+    from spidernet_ray.train import TRAINING_LAYOUT
+
+    torch.set_num_threads(threads)
+    device, measured = _task_device(), []
+    for text in genomes:
+        genome = Genome.from_json(text)
+        net = DiscreteNet(genome).to(memory_format=TRAINING_LAYOUT)  # as the members train
+        measured.append(measure(net, genome.input_shape, config.batch_size, device,
+                                latency_batch_size=config.latency_batch_size, disposable=True).to_dict())
+    return measured
+
+
+def check_front(config: SearchConfig) -> dict | None:
+    """Measure the final front's networks for real, once the members are done (the device is quiet),
+    against the estimates the search ranked them on; written to the run directory. None when the front's
+    figures were measured already (``--measure-every-round``) or there is no front."""
+    import ray
+
+    path = config.experiment_path
+    rows = results.read_rows(path)
+    front = results.pareto_front(rows + results.snapshot_rows(rows), config.objectives, config.budgets)
+    estimated = list({e["genome_hash"]: e for e in front if e.get("estimated") and e.get("genome")}.values())
+    if not estimated:
+        return None
+    options, threads = measuring_task(config)
+    measured = ray.get(ray.remote(_measure_networks).options(**options).remote(
+        [e["genome"] for e in estimated], config, threads))
+    check = results.front_check(estimated, measured, device=measured[0]["device"], threads=threads)
+    atomic_write_text(path / FRONT_CHECK_FILE, json.dumps(check, indent=1))
+    return check
+
+
 def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None,
                 callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
     """The Tuner of ``config``'s strategy on ``splits`` (on ``--resume``, the stopped one restored).
-    ``start_genome`` replaces the initial genome of every member; ``callbacks`` join the search's own."""
+    ``start_genome`` replaces the initial genome of every member; ``callbacks`` join the search's own.
+    Starts a local Ray unless one runs, and measures the run's cost model unless the run has one."""
+    start_ray(config.address, config.num_cpus, config.num_gpus, config.verbose, config.dashboard)
     path = config.experiment_path
     strategy = build_strategy(config, path)
-    trainable = tune.with_resources(tune.with_parameters(strategy.trainable, splits=splits),
-                                    {"cpu": config.cpus_per_trial, "gpu": config.trial_gpus})
+    cost_model = run_cost_model(config, splits, start_genome)
+    trainable = tune.with_resources(tune.with_parameters(strategy.trainable, splits=splits, cost_model=cost_model),
+                                    {"cpu": trial_cpus(config), "gpu": config.trial_gpus})
     if config.resume:
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
@@ -152,6 +241,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
     print(f"TensorBoard: tensorboard --logdir {path}", flush=True)
     with without_lines():
         grid = tuner.fit()
+    check_front(config)
     summary = results.write_results(path, config.objectives, config.budgets)
     print(summary.table_markdown)
     if summary.warning:

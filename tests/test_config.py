@@ -85,3 +85,10 @@ def test_budgets_name_the_metrics_they_bound():
     assert SearchConfig(latency_budget_ms=5.0).budgets == {"latency_ms": 5.0}
     assert SearchConfig(memory_budget_mb=9.0, latency_budget_ms=1.0).budgets == {"latency_ms": 1.0,
                                                                                  "peak_memory_mb": 9.0}
+
+
+def test_members_share_the_cpus_unless_measuring_every_round_or_told_otherwise():
+    assert SearchConfig(population=8).trial_cpus(2) == 0.25  # all 8 train at once
+    assert SearchConfig(population=2).trial_cpus(16) == 1.0  # never more than one each by default
+    assert SearchConfig(population=8, measure_every_round=True).trial_cpus(2) == 1.0  # members take turns
+    assert SearchConfig(population=8, cpus_per_trial=2).trial_cpus(2) == 2

@@ -13,7 +13,8 @@ import pytest
 
 from spidernet_ray import launch
 from spidernet_ray.genome import MUTATIONS, Genome
-from spidernet_ray.rundir import STATE_FILE
+from spidernet_ray.costmodel import CostModel
+from spidernet_ray.rundir import COST_MODEL_FILE, FRONT_CHECK_FILE, STATE_FILE
 
 from helpers import launch_into_temp
 
@@ -83,6 +84,29 @@ def test_the_front_is_non_empty_and_holds_genomes(search):
         Genome.from_json(row["genome"])
 
 
+def test_rounds_are_estimated_from_the_runs_cost_model_and_the_front_measured_after(search):
+    _, path = search
+    assert CostModel.from_json((path / COST_MODEL_FILE).read_text()).tables["latency_ms"].entries()
+    assert all(row["estimated"] for row in pq.read_table(path / "trials.parquet").to_pylist())
+    check = json.loads((path / FRONT_CHECK_FILE).read_text())
+    front = pq.read_table(path / "pareto.parquet").to_pylist()
+    measured = {a["genome_hash"]: a for a in check["architectures"]}
+    assert {row["genome_hash"] for row in front} == set(measured)
+    for row in front:
+        assert row["measured_latency_ms"] == measured[row["genome_hash"]]["measured_latency_ms"] > 0
+        assert row["measured_peak_memory_mb"] > 0
+    assert "Estimated against measured" in (path / "summary.md").read_text()
+
+
+def test_members_share_the_cpus_and_all_train_at_once(search):
+    """4 members on 2 CPUs: half a CPU each, so none waits for a turn (Tune pauses none to run another)."""
+    _, path = search
+    first = [r for r in pq.read_table(path / "trials.parquet").to_pylist() if r["training_iteration"] == 1]
+    assert len(first) == 4
+    starts = [r["timestamp"] - r["time_this_iter_s"] for r in first]
+    assert max(starts) < min(r["timestamp"] for r in first), "the 4 members did not train their first round at once"
+
+
 def test_scheduler_state_is_persisted_with_the_experiment(search):
     _, path = search
     state = json.loads((path / STATE_FILE).read_text())
@@ -104,6 +128,7 @@ def test_a_search_stopped_with_ctrl_c_resumes_and_completes(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     state_before = json.loads((tmp_path / "stopped" / STATE_FILE).read_text())
+    cost_model = (tmp_path / "stopped" / COST_MODEL_FILE).read_text()
     resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     path = tmp_path / "stopped"
@@ -113,6 +138,7 @@ def test_a_search_stopped_with_ctrl_c_resumes_and_completes(tmp_path):
         by_trial.setdefault(row["trial_id"], set()).add(row["training_iteration"])
     assert len(by_trial) == 3
     assert all(max(iterations) == 4 for iterations in by_trial.values())
+    assert (path / COST_MODEL_FILE).read_text() == cost_model, "the resumed search measured its cost model again"
     state_after = json.loads((path / STATE_FILE).read_text())
     # An exploit Ray's snapshot had not recorded is kept, marked undone (the member went on from before it).
     kept = state_after["genealogy"][: len(state_before["genealogy"])]
