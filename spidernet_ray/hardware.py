@@ -204,7 +204,14 @@ def training_memory_floor(model: CellNetwork, input_shape: tuple[int, int, int],
     """
     x = torch.zeros(batch_size, *input_shape)
     y = torch.zeros(batch_size, dtype=torch.long)
-    resident = [*model.parameters(), *model.parameters(), *model.buffers(), x, y]  # twice: weights, momentum
+    resident = [*model.parameters(), *model.buffers(), x, y]
+    saved = saved_bytes(lambda: supernet_loss(copy.deepcopy(model).train().forward_heads(x), y), resident)
+    params = tensor_bytes(model.parameters())  # twice: weights and momentum
+    return (2 * params + tensor_bytes([*model.buffers(), x, y]) + sum(saved.values())) / MB
+
+
+def saved_bytes(forward: Callable[[], torch.Tensor], resident: list[torch.Tensor]) -> dict[int, int]:
+    """Bytes of each storage that running ``forward`` saves for backward, other than ``resident``'s."""
     counted = {t.untyped_storage().data_ptr() for t in resident}
     saved: dict[int, int] = {}
 
@@ -215,9 +222,10 @@ def training_memory_floor(model: CellNetwork, input_shape: tuple[int, int, int],
         return t.detach()  # the tensor itself would make a reference cycle with its grad_fn (a leak)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        supernet_loss(copy.deepcopy(model).train().forward_heads(x), y)
-    params = tensor_bytes(model.parameters())
-    return (2 * params + tensor_bytes([*model.buffers(), x, y]) + sum(saved.values())) / MB
+        out = forward()
+    if out.untyped_storage().data_ptr() not in counted:  # what the op hands on is live too
+        saved[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+    return saved
 
 
 # -- counts -----------------------------------------------------------------------------------
@@ -273,7 +281,7 @@ def measure(
 class OpCostTable:
     """Measured cost of one operation at one shape, for ``gates.gate_pressure`` (an ``OpCost``).
 
-    ``metric``: "latency" (ms of a forward pass), "memory" (peak MiB of a forward and backward pass),
+    ``metric``: "latency" (ms of a forward pass), "memory" (MiB it adds to a training step, counted),
     "params" or "flops" (per sample). Each (op, channels, stride, resolution) is measured once, on
     first use, and cached; ``measurements`` counts how many were taken.
     """
@@ -327,19 +335,14 @@ class OpCostTable:
         return self._training_memory_mb(module, shape)
 
     def _training_memory_mb(self, module: nn.Module, shape: tuple[int, int, int]) -> float:
+        """MiB the op adds to a training step at the least: its weights and momentum, its buffers, what its
+        forward pass saves for backward and its output (its input is the previous op's output). Counted,
+        not profiled: the same on any device, and milliseconds to take."""
         x = torch.randn(self.batch_size, *shape, device=self.device)
         module.train()
-
-        def step():
-            # Ops without parameters still allocate and keep an output; without weights there is no
-            # backward to run.
-            out = module(x)
-            if out.requires_grad:
-                out.sum().backward()
-
-        resident = tensor_bytes([*module.parameters(), *module.buffers(), x])
-        peak, _ = peak_step_memory(step, resident, self.device)
-        return peak / MB
+        resident = [*module.parameters(), *module.buffers(), x]
+        saved = saved_bytes(lambda: module(x), resident)
+        return (2 * tensor_bytes(module.parameters()) + tensor_bytes(module.buffers()) + sum(saved.values())) / MB
 
 
 def estimated_cost(genome, cost) -> float:

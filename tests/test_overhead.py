@@ -20,7 +20,8 @@ def a_run(arm="spidernet", wall=10.0, mutation_seconds=1.5):
               {"phase": "init", "cpu": 1.0, "pid": 1}, {"phase": "init", "cpu": 1.0, "pid": 2}]
     overhead.DRIVER[arm] = {"scheduler_seconds": 0.01, "scheduler_calls": 2, "exploits": 1}
     run = {"rows": rows, "fit_seconds": wall, "total_seconds": wall + 1, "driver_cpu_seconds": 0.2,
-           "ray_daemon_cpu_seconds": 0.1, "errors": 0}
+           "ray_daemon_cpu_seconds": 0.1, "errors": 0, "once_per_run_seconds": 2.0, "population": 2,
+           "cpus_per_trial": 1.0}
     return overhead.account(arm, run, probes, cpus=2)
 
 
@@ -42,14 +43,25 @@ def test_pooled_figures_weight_runs_by_length_and_can_count_measurement_and_prox
 
 
 def test_the_markdown_says_how_members_share_the_cpus():
-    turns = {"cpus": 2, "population": 8, "cpus_per_trial": 1}
-    assert "2 members run at a time and they take turns" in overhead.taking_turns(turns)
-    assert "all 8 members run at once" in overhead.taking_turns({**turns, "cpus_per_trial": 0.25})
+    assert overhead.taking_turns({"population": 8, "cpus_per_trial": 1}, cpus=2) == "1: 2 of 8 at a time, taking turns"
+    assert overhead.taking_turns({"population": 8, "cpus_per_trial": 0.25}, cpus=2) == "0.25: all 8 at once"
+
+
+def test_the_once_per_run_work_can_be_counted_in_the_wall():
+    run = a_run(wall=10.0)  # 6 CPU-s of training, 2 s once per run, 2 CPUs
+    assert overhead.once_per_run_counted([run]) == pytest.approx(1 - 6.0 / 24.0)
+
+
+def test_shared_arms_spread_the_cpus_and_turn_arms_give_one_each():
+    base = overhead.SearchConfig(population=8, name="x")
+    assert overhead.arm_config(base, "spidernet", 0, cpus=2).cpus_per_trial == 0.25
+    assert overhead.arm_config(base, "stock_pbt_turns", 0, cpus=2).cpus_per_trial == 1.0
+    at_cpus = overhead.arm_config(base, "spidernet_at_cpus", 0, cpus=2)
+    assert (at_cpus.population, at_cpus.cpus_per_trial) == (2, 1.0)
 
 
 def test_bad_settings_are_a_one_line_error_with_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
-        overhead.main(["--cpus-per-trial", "0", "--arms", "spidernet"])
+        overhead.main(["--rounds", "0", "--arms", "spidernet"])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err.strip() == (
-        "overhead.py: error: --cpus-per-trial must be a positive number, got 0.0")
+    assert capsys.readouterr().err.strip() == "overhead.py: error: --rounds must be a positive integer, got 0"
