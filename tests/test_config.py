@@ -85,3 +85,8 @@ def test_budgets_name_the_metrics_they_bound():
     assert SearchConfig(latency_budget_ms=5.0).budgets == {"latency_ms": 5.0}
     assert SearchConfig(memory_budget_mb=9.0, latency_budget_ms=1.0).budgets == {"latency_ms": 1.0,
                                                                                  "peak_memory_mb": 9.0}
+
+
+def test_a_negative_verbose_level_is_refused():
+    with pytest.raises(ConfigError, match="--verbose must be 0, 1, 2 or 3, got -1"):
+        SearchConfig(verbose=-1).validate()
