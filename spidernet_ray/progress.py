@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import re
 import sys
 import time
@@ -184,24 +185,43 @@ class LiveBars(PlainLines):
     def _fail(self, exc: Exception) -> None:
         self.failed = True
         streams = sys.stdout, sys.stderr  # stopping puts back rich's own; the line filters above stay
-        with contextlib.suppress(Exception):
-            self.bars.stop()
+        self._stop()
         sys.stdout, sys.stderr = streams
         print(f"progress display stopped ({type(exc).__name__}: {exc}); plain lines from here", flush=True)
 
+    def _stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.bars.stop()
+        for handler, stream in self.log_streams:
+            handler.setStream(stream)
+        self.log_streams = []
+
     def __enter__(self):
-        self.streams = sys.stdout, sys.stderr
+        self.streams, self.log_streams = (sys.stdout, sys.stderr), []
         try:
             self.bars.start()
+            # Log handlers made before (Ray's among them) hold the terminal's stream itself: send their
+            # lines through rich's redirect too, or they land inside the bars.
+            for handler in _stream_handlers():
+                if handler.stream in self.streams:
+                    self.log_streams.append((handler, handler.setStream(sys.stderr)))
         except Exception as exc:  # a terminal rich cannot drive: plain lines
             self._fail(exc)
         return self
 
     def __exit__(self, *exc) -> None:
         if not self.failed:
-            with contextlib.suppress(Exception):
-                self.bars.stop()
+            self._stop()
         sys.stdout, sys.stderr = self.streams
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    """Every handler of every logger that writes to a stream (files left out)."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    handlers = {id(h): h for logger in loggers for h in logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)}
+    return list(handlers.values())
 
 
 _DISPLAY: contextvars.ContextVar[PlainLines | None] = contextvars.ContextVar("spidernet_display", default=None)

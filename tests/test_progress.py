@@ -1,7 +1,9 @@
 """What a person watching a search sees while it runs: live bars on a terminal, one plain line per event
 elsewhere, an honest time left, and Ray's chatter kept to the verbose level asked for."""
 
+import dataclasses
 import io
+import logging
 import os
 import sys
 import time
@@ -58,6 +60,20 @@ def test_on_a_terminal_each_member_gets_a_bar_and_printed_lines_land_above_it(tm
     assert screen.endswith("\x1b[?25h")  # the cursor shown again
 
 
+def test_a_log_record_lands_above_the_bars_not_inside_them(tmp_path, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    logger = logging.getLogger("test_progress.ray_like")  # Ray's handler too holds the terminal from before
+    handler = logging.StreamHandler(terminal)
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    with search_output(verbose=0):
+        member_display().show(one_member_at_epoch_end(tmp_path))
+        logger.warning("Stop signal received, ending Ray Tune run")
+    assert "\x1b[2KStop signal received, ending Ray Tune run\n" in terminal.getvalue()  # the bars' line erased first
+    assert handler.stream is terminal
+
+
 def test_the_bars_stop_and_the_terminal_is_given_back_when_the_search_fails(tmp_path, monkeypatch):
     terminal = Terminal()
     monkeypatch.setattr(sys, "stdout", terminal)
@@ -95,8 +111,9 @@ def test_the_runs_time_left_is_at_most_what_the_time_budget_leaves(tmp_path):
     # Half an epoch took 10 s: 10 s left in the round, 9 more rounds of 20 s; the run started 50 s ago.
     member = {"trial_id": "t_0", "round": 1, "epochs": 1, "steps": 10, "epoch": 1, "step": 5, "loss": 2.0,
               "started": now - 10, "time": now}
-    unbounded = StepProgress(SearchConfig(storage_path=str(tmp_path), name="run", rounds=10), start=now - 50)
-    budgeted = StepProgress(SearchConfig(storage_path=str(tmp_path), name="run", rounds=10, time_budget_s=60), start=now - 50)
+    config = SearchConfig(storage_path=str(tmp_path), name="run", rounds=10)
+    unbounded = StepProgress(config, start=now - 50)
+    budgeted = StepProgress(dataclasses.replace(config, time_budget_s=60), start=now - 50)
     assert unbounded.time_left(member, now) == pytest.approx((10, 190))
     assert budgeted.time_left(member, now) == pytest.approx((10, 10))
     assert budgeted.line(member, now).endswith("~10s left in the round, ~10s in the run")
