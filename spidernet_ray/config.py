@@ -136,7 +136,8 @@ class SearchConfig:
     name: str | None = setting(None, "experiment name (default: strategy-dataset-timestamp)")
     resume: bool = setting(False, "continue the experiment --name")
     seed: int = setting(0, "seed of the data split and the members' draws")
-    verbose: int = setting(0, "1 or 2: show Ray's own progress table and logs")
+    verbose: int = setting(0, "0: our progress only; 1: also what members print and Ray's warnings; 2: also "
+                                 "Ray's trial table and logs; 3: also every result Ray hears")
     tracking: str | None = setting(None, "also log every member's rounds to mlflow or wandb (Ray Tune's own "
                                    "logger callbacks; pip install 'spidernet_ray[mlflow]' or '[wandb]')",
                                    choices=("mlflow", "wandb"))
@@ -196,6 +197,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and (not is_finite_number(value) or value <= 0):
                 raise ConfigError(f"{flag_name(name)} must be a positive number, got {value!r}")
+        if not isinstance(self.verbose, int) or isinstance(self.verbose, bool) or self.verbose < 0:
+            raise ConfigError(f"--verbose must be 0, 1, 2 or 3, got {self.verbose!r}")
         if self.dashboard and self.address:
             raise ConfigError("--dashboard starts a local Ray's dashboard; an attached cluster serves its own")
         if self.num_gpus > 0 and self.gpus_per_trial is not None and self.gpus_per_trial > self.num_gpus:

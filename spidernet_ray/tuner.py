@@ -8,6 +8,7 @@ benchmarks and a notebook all go through here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -25,7 +26,7 @@ from spidernet_ray.costmodel import CostModel, measure_cost_model
 from spidernet_ray.data import DataSplits, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.preflight import check_before_ray, check_cluster, check_reachable
-from spidernet_ray.progress import search_callback, without_lines
+from spidernet_ray.progress import search_callback, search_output
 from spidernet_ray.rundir import COST_MODEL_FILE, FRONT_CHECK_FILE, atomic_write_text, restore_cut_short_snapshots
 from spidernet_ray.strategies import build_strategy
 from spidernet_ray.trainable import param_space
@@ -36,18 +37,20 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
 
     A local Ray's dashboard is off unless asked for, and then listens on 127.0.0.1 only: it can run
     code on the cluster. (Ray's minimal dashboard process, without the web UI, also binds 127.0.0.1.)
+    What the workers print reaches this terminal from ``verbose`` 1; Ray's info logs from 2.
     """
     import ray
 
     if ray.is_initialized():
         return  # a caller (a test, a notebook) already chose the cluster
     quiet = verbose == 0
+    level = logging.INFO if verbose >= 2 else logging.WARNING
     if address:
         from ray.exceptions import AuthenticationError
 
         check_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING)
+            ray.init(address=address, log_to_driver=not quiet, logging_level=level)
         except AuthenticationError:
             raise ConfigError(f"--address {address}: the cluster wants its auth token; set RAY_AUTH_TOKEN or "
                               "RAY_AUTH_TOKEN_PATH, or copy it to ~/.ray/auth_token (see README)") from None
@@ -58,7 +61,7 @@ def start_ray(address: str | None, num_cpus: int | None, num_gpus: float, verbos
         # protection stays, the warning (nothing for a local user to do) goes. The README explains it.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus or None, include_dashboard=dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=logging.WARNING)
+                 dashboard_host="127.0.0.1", log_to_driver=not quiet, logging_level=level)
 
 
 TRACKERS = {  # --tracking -> (package it needs, Ray Tune's callback for it)
@@ -170,6 +173,29 @@ def check_front(config: SearchConfig) -> dict | None:
     return check
 
 
+def ray_verbosity(verbose: int) -> int:
+    """Ray Tune's own verbosity for our ``--verbose``: each level adds to the one below.
+    0: our round and member progress only; 1: also what the members print and Ray's warnings (the
+    profiler's and checkpoints' chatter dropped, progress.WORKER_NOISE); 2: also Ray's trial table and
+    logs (Ray's verbose 1); 3: also every result Ray hears (Ray's verbose 2)."""
+    return min(max(verbose - 1, 0), 2)
+
+
+@contextlib.contextmanager
+def rays_console(verbosity: int):
+    """Ray Tune's console output at ``verbosity`` while a fit runs. Ray 2.x's console engine prints its
+    "Configuration for experiment" box and "View detailed results here" even at verbosity 0; its
+    documented switch to the former engine (RAY_AIR_NEW_OUTPUT=0), silent at 0, is set for the fit only."""
+    if verbosity > 0 or "RAY_AIR_NEW_OUTPUT" in os.environ:  # a user's own choice stands
+        yield
+        return
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+
+
 def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None,
                 callbacks: Sequence[tune.Callback] = ()) -> tune.Tuner:
     """The Tuner of ``config``'s strategy on ``splits`` (on ``--resume``, the stopped one restored).
@@ -200,7 +226,7 @@ def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome |
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=4),
             failure_config=tune.FailureConfig(max_failures=3),
             callbacks=[search_callback(config, strategy.scheduler), *callbacks],
-            verbose=config.verbose,
+            verbose=ray_verbosity(config.verbose),
         ),
     )
 
@@ -224,10 +250,11 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
         restore_cut_short_snapshots(config.experiment_path)
     start_ray(config.address, config.num_cpus, config.num_gpus, config.verbose, config.dashboard)
     check_cluster(config)  # an attached cluster can only be judged once connected (nothing written yet)
-    if config.verbose == 0:
+    if config.verbose < 2:
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
         # Ray's storage sync warns about files a paused trial has not written yet: noise for users.
         logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
+    if config.verbose == 0:
         # Tune warns when a driver step takes over 0.5 s; ranking a population and keeping checkpoint
         # copies can, by design, and the warning gives a user nothing to act on.
         logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
@@ -239,7 +266,7 @@ def run_search(config: SearchConfig, callbacks: Sequence[tune.Callback] = ()) ->
     print(f"searching: {config.population} members x {config.rounds} rounds on {config.dataset} -> {path}",
           flush=True)
     print(f"TensorBoard: tensorboard --logdir {path}", flush=True)
-    with without_lines():
+    with search_output(config.verbose), rays_console(ray_verbosity(config.verbose)):
         grid = tuner.fit()
     check_front(config)
     summary = results.write_results(path, config.objectives, config.budgets)
