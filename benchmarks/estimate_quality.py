@@ -20,7 +20,8 @@ results/estimate_quality.md.
 
     python benchmarks/estimate_quality.py RUN_DIR [RUN_DIR ...] [--repeats 3]
 
-A RUN_DIR is a finished search: the default launch's, or the one ``fmnist_search.py`` makes.
+A RUN_DIR is a finished search: the default launch's, or the Fashion-MNIST one that
+``fmnist_end_to_end.py --keep --storage DIR`` leaves in ``DIR/search-seed0``.
 """
 
 from __future__ import annotations

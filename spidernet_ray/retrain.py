@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -220,29 +220,29 @@ def select_candidates(
 
 
 # -- one trial: train one architecture from scratch --------------------------------------------------
-def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> None:
-    """Ray Tune function trainable: train ``genomes[config["genome_hash"]]`` under ``config["recipe"]``."""
-    from ray import tune
+def train_from_scratch(
+    model: torch.nn.Module,
+    splits: DataSplits,
+    recipe: Recipe,
+    device: torch.device | str,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """The recipe, top to bottom, on a freshly initialised ``model`` (anything ``train.train_step`` trains:
+    a module with ``forward_heads``). ``on_epoch`` hears every epoch's metrics but the last; the last
+    epoch's come back, with the test split's accuracy and loss added (its one use) unless training
+    diverged. Drop path applies to cell networks (``set_drop_path``); other modules must have it off."""
+    from spidernet_ray.train import evaluate, make_optimizer, train_step
 
-    from spidernet_ray.checkpoint import save_checkpoint
-    from spidernet_ray.hardware import measure
-    from spidernet_ray.supernet import DiscreteNet
-    from spidernet_ray.train import TRAINING_LAYOUT, evaluate, make_optimizer, train_step
-    from spidernet_ray.trainable import trial_device
-
-    recipe = Recipe(**config["recipe"])
-    device = trial_device()
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    torch.manual_seed(recipe.seed)
-    model = DiscreteNet(Genome.from_json(genomes[config["genome_hash"]])).to(device, memory_format=TRAINING_LAYOUT)
+    if recipe.drop_path and not hasattr(model, "set_drop_path"):
+        raise RetrainError(f"{type(model).__name__} has no drop path; train it with --drop-path 0")
+    set_drop_path = getattr(model, "set_drop_path", lambda p: None)
     optimizer = make_optimizer(model, recipe.lr, recipe.weight_decay, recipe.momentum)
     loaders = make_loaders(splits, recipe.batch_size, device, augment=True, cutout=recipe.cutout, seed=recipe.seed)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * len(loaders.train))
 
     train_seconds, diverged = 0.0, False
     for epoch in range(recipe.epochs):
-        model.set_drop_path(recipe.drop_path * epoch / recipe.epochs)
+        set_drop_path(recipe.drop_path * epoch / recipe.epochs)
         start = time.perf_counter()
         total, steps = 0.0, 0
         for x, y in loaders.train:
@@ -258,16 +258,39 @@ def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> 
                    "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                    "diverged": diverged}
         if diverged:
-            tune.report(metrics)
-            return
-        if epoch + 1 < recipe.epochs:
-            tune.report(metrics)
+            return metrics
+        if epoch + 1 < recipe.epochs and on_epoch is not None:
+            on_epoch(metrics)
 
-    model.set_drop_path(0.0)
+    set_drop_path(0.0)
     test_accuracy, test_loss = evaluate(model, loaders.test)  # the one use of the test split
+    return {**metrics, "test_accuracy": test_accuracy, "test_loss": test_loss}
+
+
+def retrain_trial(config: dict, splits: DataSplits, genomes: dict[str, str]) -> None:
+    """Ray Tune function trainable: train ``genomes[config["genome_hash"]]`` under ``config["recipe"]``
+    (``train_from_scratch``), then measure it and return its weights as a checkpoint."""
+    from ray import tune
+
+    from spidernet_ray.checkpoint import save_checkpoint
+    from spidernet_ray.hardware import measure
+    from spidernet_ray.supernet import DiscreteNet
+    from spidernet_ray.train import TRAINING_LAYOUT
+    from spidernet_ray.trainable import trial_device
+
+    recipe = Recipe(**config["recipe"])
+    device = trial_device()
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    torch.manual_seed(recipe.seed)
+    model = DiscreteNet(Genome.from_json(genomes[config["genome_hash"]])).to(device, memory_format=TRAINING_LAYOUT)
+    metrics = train_from_scratch(model, splits, recipe, device, on_epoch=tune.report)
+    if metrics["diverged"]:
+        tune.report(metrics)
+        return
     hardware = measure(model, splits.input_shape, recipe.batch_size, device,
                        latency_batch_size=recipe.latency_batch_size).to_dict()
-    metrics.update(test_accuracy=test_accuracy, test_loss=test_loss, **hardware)
+    metrics.update(**hardware)
     with tempfile.TemporaryDirectory() as directory:
         save_checkpoint(model.cpu(), directory)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -121,3 +121,25 @@ def test_retrain_ends_with_the_report_showing_the_retrained_figures(retrained):
     text = (run_dir / "report.md").read_text()
     assert "## Retrained from scratch" in text and "report/retrain.png" in text
     assert (run_dir / "report" / "retrain.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# -- the recipe -------------------------------------------------------------------------------------------
+def test_train_from_scratch_hears_every_epoch_but_the_last_and_tests_once_after_it():
+    from spidernet_ray.data import load_dataset
+    from spidernet_ray.genome import initial_genome
+
+    splits = load_dataset("synthetic")
+    model = DiscreteNet(initial_genome(splits.input_shape, splits.num_classes, 1, 4))
+    heard = []
+    metrics = retrain.train_from_scratch(model, splits, retrain.Recipe(epochs=3, batch_size=64), "cpu",
+                                         on_epoch=heard.append)
+    assert [m["epoch"] for m in heard] == [1, 2] and not any("test_accuracy" in m for m in heard)
+    assert metrics["epoch"] == 3 and not metrics["diverged"] and 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_a_network_without_drop_path_is_refused_a_drop_path_recipe():
+    from spidernet_ray.data import load_dataset
+
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(retrain.RetrainError, match="no drop path"):
+        retrain.train_from_scratch(plain, load_dataset("synthetic"), retrain.Recipe(epochs=1, drop_path=0.2), "cpu")
