@@ -117,8 +117,8 @@ class SearchConfig:
     memory_budget_mb: float | None = setting(None, "peak training memory budget of a network")
     latency_batch_size: int = setting(1, "batch size of the latency measurement")
     measure_every_round: bool = setting(False, "measure every member's network every round instead of estimating "
-                                        "it from the run's cost model (members then take turns on the CPUs "
-                                        "unless --cpus-per-trial says otherwise)")
+                                        "it from the run's cost model (keep a whole CPU per member then: a "
+                                        "measurement needs the CPU to itself)")
     objectives: tuple[str, ...] = setting(("max:val_accuracy", "min:latency_ms"),
                                           f"MODE:METRIC... with METRIC one of {', '.join(OBJECTIVE_METRICS)}",
                                           nargs="+")
@@ -127,9 +127,10 @@ class SearchConfig:
     address: str | None = setting(None, "attach to a running Ray cluster ('auto' finds the local one)")
     num_cpus: int | None = setting(None, "CPUs for a local Ray (default: all)")
     num_gpus: float = setting(0, "GPUs to use in total (checked against the cluster)")
-    cpus_per_trial: float | None = setting(None, "CPUs per member, fractional allowed (default: the CPUs shared by "
-                                           "the whole population, so every member trains at once and none is "
-                                           "paused; 1 with --measure-every-round)")
+    cpus_per_trial: float = setting(1, "CPUs per member; members beyond the CPUs take turns (Tune pauses and "
+                                    "resumes them each round). A fraction (CPUs / population) lets all train at "
+                                    "once, sharing the CPUs: each member then starts its own worker process, "
+                                    "which pays off only over long searches on this kind of machine")
     gpus_per_trial: float | None = setting(None, "GPUs per member, fractional allowed (default: num-gpus / "
                                            "population, at most 1)")
     storage_path: str = setting("~/spidernet_runs", "folder that holds run directories")
@@ -159,16 +160,6 @@ class SearchConfig:
             return 0.0
         return min(1.0, self.num_gpus / self.population)
 
-    def trial_cpus(self, total_cpus: float) -> float:
-        """CPUs per trial: as given; else 1 when measuring every round (a measurement needs the CPU to
-        itself, so members take turns); else ``total_cpus`` spread over the population (at most 1 each:
-        members sharing CPUs never wait for a turn, so Tune never pauses one except to clone over it)."""
-        if self.cpus_per_trial is not None:
-            return self.cpus_per_trial
-        if self.measure_every_round:
-            return 1.0
-        return min(1.0, total_cpus / self.population)
-
     @property
     def experiment_path(self) -> Path:
         return Path(self.storage_path).expanduser().resolve() / self.name
@@ -185,7 +176,7 @@ class SearchConfig:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
-        for name in ["lr"]:
+        for name in ["lr", "cpus_per_trial"]:
             if not is_finite_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ConfigError(f"{flag_name(name)} must be a positive number, got {getattr(self, name)!r}")
         for name in ["weight_decay", "momentum", "pressure", "pressure_mu", "num_gpus", "initial_splits",

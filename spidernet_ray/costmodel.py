@@ -33,7 +33,7 @@ from spidernet_ray.ops import WIDTH_SITES
 from spidernet_ray.supernet import DiscreteNet
 from spidernet_ray.train import TRAINING_LAYOUT
 
-CALIBRATION_NETWORKS = 8
+CALIBRATION_NETWORKS = 6
 # What the model estimates: report field -> (OpCostTable metric, batch of its measurement: the latency
 # batch, the training batch, or one sample).
 ESTIMATES = {

@@ -62,7 +62,7 @@ def check_machine(config: SearchConfig) -> None:
     if config.num_gpus > gpus:
         raise ConfigError(f"--num-gpus {config.num_gpus:g} exceeds the {gpus} GPU(s) of this machine")
     cpus = config.num_cpus or os.cpu_count() or 1
-    if config.cpus_per_trial is not None and config.cpus_per_trial > cpus:
+    if config.cpus_per_trial > cpus:
         raise ConfigError(f"--cpus-per-trial {config.cpus_per_trial:g} exceeds the local Ray's {cpus} CPUs")
     if config.trial_gpus > (config.num_gpus or gpus):
         raise ConfigError(f"--gpus-per-trial {config.trial_gpus:g} exceeds the {config.num_gpus or gpus:g} GPU(s) "
@@ -103,7 +103,7 @@ def check_budgets(config: SearchConfig, base: Genome) -> None:
                               f"smallest possible network needs for a training step of batch {config.batch_size}")
     if config.latency_budget_ms is not None and config.address is None and config.trial_gpus == 0:
         threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, int(config.trial_cpus(config.num_cpus or os.cpu_count() or 1))))
+        torch.set_num_threads(max(1, int(config.cpus_per_trial)))
         try:
             floor, _ = measure_latency(smallest, base.input_shape, config.latency_batch_size, "cpu")
         finally:
@@ -119,7 +119,7 @@ def check_cluster(config: SearchConfig) -> None:
     have = ray.cluster_resources()
     if config.num_gpus > have.get("GPU", 0):
         raise ConfigError(f"--num-gpus {config.num_gpus:g} exceeds the cluster's {have.get('GPU', 0):g} GPUs")
-    if config.cpus_per_trial is not None and config.cpus_per_trial > have.get("CPU", 0):
+    if config.cpus_per_trial > have.get("CPU", 0):
         raise ConfigError(f"--cpus-per-trial {config.cpus_per_trial:g} exceeds the cluster's {have.get('CPU', 0):g} CPUs")
     if config.trial_gpus > have.get("GPU", 0):  # no member could ever be placed: refuse rather than hang
         raise ConfigError(f"--gpus-per-trial {config.trial_gpus:g} exceeds the cluster's {have.get('GPU', 0):g} GPUs")

@@ -90,38 +90,34 @@ def tracking_callbacks(config: SearchConfig) -> list[tune.Callback]:
 
 
 # -- measure once ----------------------------------------------------------------------------------
-def trial_cpus(config: SearchConfig) -> float:
-    """CPUs per member on the Ray this process is attached to (``SearchConfig.trial_cpus``)."""
+def on_quiet_device(config: SearchConfig, function, *args):
+    """``function(*args, device, threads)`` run where it has the members' device to itself, before they
+    start or after they end, with the CPU threads a member uses: here when the members train on this
+    machine's CPU (a local Ray, no GPUs: no worker to start), else in a Ray task holding a whole GPU
+    when members get GPUs."""
     import ray
 
-    return config.trial_cpus(ray.cluster_resources().get("CPU", 1))
-
-
-def measuring_task(config: SearchConfig):
-    """Options of a Ray task that has a device to itself: the CPU threads a member uses and, when members
-    get GPUs, a whole GPU. Run before the members start or after they end, it measures what they see."""
-    import ray
-
+    threads = max(1, int(config.cpus_per_trial))
+    if config.address is None and config.trial_gpus == 0:
+        return function(*args, "cpu", threads)
     gpus = min(1.0, ray.cluster_resources().get("GPU", 0)) if config.trial_gpus > 0 else 0
-    threads = max(1, int(trial_cpus(config)))
-    return {"num_cpus": threads, "num_gpus": gpus}, threads
+
+    def remote(*args):
+        import torch
+
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        return function(*args, device, threads)
+
+    return ray.get(ray.remote(remote).options(num_cpus=threads, num_gpus=gpus).remote(*args))
 
 
-def _task_device() -> str:
-    import ray
-    import torch
-
-    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-
-
-def _measure_cost_model(dense: Genome, config: SearchConfig, threads: int) -> CostModel:
-    return measure_cost_model(dense, config.batch_size, config.latency_batch_size, _task_device(), threads,
-                              seed=config.seed)
+def _measure_cost_model(dense: Genome, config: SearchConfig, device: str, threads: int) -> CostModel:
+    return measure_cost_model(dense, config.batch_size, config.latency_batch_size, device, threads, seed=config.seed)
 
 
 def run_cost_model(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None) -> CostModel:
     """The run's cost model (``costmodel``): read from the run directory when there is one (a resumed
-    search), else measured now on a worker that has the device to itself, and stored."""
+    search), else measured now with the device to itself (``on_quiet_device``), and stored."""
     import ray
 
     path = config.experiment_path / COST_MODEL_FILE
@@ -129,27 +125,29 @@ def run_cost_model(config: SearchConfig, splits: DataSplits, start_genome: Genom
         return CostModel.from_json(path.read_text())
     base = start_genome or initial_genome(splits.input_shape, splits.num_classes, config.reductions, config.channels)
     dense = initial_genome(base.input_shape, base.num_classes, base.reductions, base.channels)
-    options, threads = measuring_task(config)
-    model = ray.get(ray.remote(_measure_cost_model).options(**options).remote(dense, config, threads))
+    model = on_quiet_device(config, _measure_cost_model, dense, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, model.to_json())
     return model
 
 
-def _measure_networks(genomes: list[str], config: SearchConfig, threads: int) -> list[dict]:
+def _measure_networks(genomes: list[str], config: SearchConfig, device: str, threads: int) -> list[dict]:
     import torch
 
     from spidernet_ray.hardware import measure
     from spidernet_ray.supernet import DiscreteNet
     from spidernet_ray.train import TRAINING_LAYOUT
 
+    previous, measured = torch.get_num_threads(), []
     torch.set_num_threads(threads)
-    device, measured = _task_device(), []
-    for text in genomes:
-        genome = Genome.from_json(text)
-        net = DiscreteNet(genome).to(memory_format=TRAINING_LAYOUT)  # as the members train
-        measured.append(measure(net, genome.input_shape, config.batch_size, device,
-                                latency_batch_size=config.latency_batch_size, disposable=True).to_dict())
+    try:
+        for text in genomes:
+            genome = Genome.from_json(text)
+            net = DiscreteNet(genome).to(memory_format=TRAINING_LAYOUT)  # as the members train
+            measured.append(measure(net, genome.input_shape, config.batch_size, device,
+                                    latency_batch_size=config.latency_batch_size, disposable=True).to_dict())
+    finally:
+        torch.set_num_threads(previous)
     return measured
 
 
@@ -157,18 +155,15 @@ def check_front(config: SearchConfig) -> dict | None:
     """Measure the final front's networks for real, once the members are done (the device is quiet),
     against the estimates the search ranked them on; written to the run directory. None when the front's
     figures were measured already (``--measure-every-round``) or there is no front."""
-    import ray
-
     path = config.experiment_path
     rows = results.read_rows(path)
     front = results.pareto_front(rows + results.snapshot_rows(rows), config.objectives, config.budgets)
     estimated = list({e["genome_hash"]: e for e in front if e.get("estimated") and e.get("genome")}.values())
     if not estimated:
         return None
-    options, threads = measuring_task(config)
-    measured = ray.get(ray.remote(_measure_networks).options(**options).remote(
-        [e["genome"] for e in estimated], config, threads))
-    check = results.front_check(estimated, measured, device=measured[0]["device"], threads=threads)
+    measured = on_quiet_device(config, _measure_networks, [e["genome"] for e in estimated], config)
+    check = results.front_check(estimated, measured, device=measured[0]["device"],
+                                threads=max(1, int(config.cpus_per_trial)))
     atomic_write_text(path / FRONT_CHECK_FILE, json.dumps(check, indent=1))
     return check
 
@@ -206,7 +201,7 @@ def build_tuner(config: SearchConfig, splits: DataSplits, start_genome: Genome |
     strategy = build_strategy(config, path)
     cost_model = run_cost_model(config, splits, start_genome)
     trainable = tune.with_resources(tune.with_parameters(strategy.trainable, splits=splits, cost_model=cost_model),
-                                    {"cpu": trial_cpus(config), "gpu": config.trial_gpus})
+                                    {"cpu": config.cpus_per_trial, "gpu": config.trial_gpus})
     if config.resume:
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(

@@ -87,13 +87,6 @@ def test_budgets_name_the_metrics_they_bound():
                                                                                  "peak_memory_mb": 9.0}
 
 
-def test_members_share_the_cpus_unless_measuring_every_round_or_told_otherwise():
-    assert SearchConfig(population=8).trial_cpus(2) == 0.25  # all 8 train at once
-    assert SearchConfig(population=2).trial_cpus(16) == 1.0  # never more than one each by default
-    assert SearchConfig(population=8, measure_every_round=True).trial_cpus(2) == 1.0  # members take turns
-    assert SearchConfig(population=8, cpus_per_trial=2).trial_cpus(2) == 2
-
-
 def test_a_negative_verbose_level_is_refused():
     with pytest.raises(ConfigError, match="--verbose must be 0, 1, 2 or 3, got -1"):
         SearchConfig(verbose=-1).validate()

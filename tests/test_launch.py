@@ -30,7 +30,7 @@ def search(ray_local, tmp_path_factory):
     # is one member, and in CI a 4-round search once went without a clone; with 4 members and a bottom
     # half, 10 tries here gave 3-15 clones each.
     return launch_into_temp(tmp_path_factory, "tiny", TINY + ["--population", "4", "--quantile-fraction", "0.5",
-                                                              "--rounds", "4"])
+                                                              "--rounds", "4", "--cpus-per-trial", "0.5"])
 
 
 def test_the_search_finishes_and_writes_every_result_file(search):
@@ -98,8 +98,8 @@ def test_rounds_are_estimated_from_the_runs_cost_model_and_the_front_measured_af
     assert "Estimated against measured" in (path / "summary.md").read_text()
 
 
-def test_members_share_the_cpus_and_all_train_at_once(search):
-    """4 members on 2 CPUs: half a CPU each, so none waits for a turn (Tune pauses none to run another)."""
+def test_members_given_a_share_of_the_cpus_all_train_at_once(search):
+    """4 members on 2 CPUs with --cpus-per-trial 0.5: none waits for a turn."""
     _, path = search
     first = [r for r in pq.read_table(path / "trials.parquet").to_pylist() if r["training_iteration"] == 1]
     assert len(first) == 4

@@ -52,10 +52,10 @@ def test_the_once_per_run_work_can_be_counted_in_the_wall():
     assert overhead.once_per_run_counted([run]) == pytest.approx(1 - 6.0 / 24.0)
 
 
-def test_shared_arms_spread_the_cpus_and_turn_arms_give_one_each():
+def test_shared_arms_spread_the_cpus_and_the_others_give_one_each():
     base = overhead.SearchConfig(population=8, name="x")
-    assert overhead.arm_config(base, "spidernet", 0, cpus=2).cpus_per_trial == 0.25
-    assert overhead.arm_config(base, "stock_pbt_turns", 0, cpus=2).cpus_per_trial == 1.0
+    assert overhead.arm_config(base, "spidernet_shared", 0, cpus=2).cpus_per_trial == 0.25
+    assert overhead.arm_config(base, "stock_pbt", 0, cpus=2).cpus_per_trial == 1.0
     at_cpus = overhead.arm_config(base, "spidernet_at_cpus", 0, cpus=2)
     assert (at_cpus.population, at_cpus.cpus_per_trial) == (2, 1.0)
 

@@ -222,7 +222,7 @@ def test_front_entries_keep_identity_metrics_size_and_genome(experiment_dir):
     assert entry == {
         "trial_id": TRIAL_A, "trial_dir": f"SpiderNetTrainable_{TRIAL_A}_0_lr=0.05", "training_iteration": 3,
         "val_accuracy": 0.90, "latency_ms": 8.0, "peak_memory_mb": 60.0, "params": 10_300, "flops": 2_500_000,
-        "ops_alive": 10, "genome_hash": "h2", "genome": genome_json("h2"),
+        "ops_alive": 10, "estimated": None, "genome_hash": "h2", "genome": genome_json("h2"),
     }
 
 
