@@ -290,6 +290,24 @@ def score_seed(runs: Mapping[str, Mapping[str, Any]], bounds: Mapping[str, Seque
     return scores
 
 
+def estimate_agreement(models: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How well the latency and memory the arms ranked on (the row's figures: the run's cost-model
+    estimates) agree with the measurement of the same architectures here: Kendall tau, and the median and
+    largest relative error, over the distinct architectures of every arm's front."""
+    from scipy.stats import kendalltau
+
+    distinct = {m["genome_hash"]: m for m in models if _finite(m.get("search_latency_ms")) and _finite(m.get("latency_ms"))}
+    agreement = {"architectures": len(distinct)}
+    for metric in ("latency_ms", "peak_memory_mb"):
+        pairs = np.array([(m[f"search_{metric}"], m[metric]) for m in distinct.values()], float).reshape(-1, 2)
+        errors = np.abs(pairs[:, 0] / pairs[:, 1] - 1)
+        tau = kendalltau(pairs[:, 0], pairs[:, 1]).statistic if len(pairs) > 1 else math.nan
+        agreement[metric] = {"kendall_tau": None if math.isnan(tau) else float(tau),
+                             "median_error": float(np.median(errors)) if len(errors) else None,
+                             "largest_error": float(np.max(errors)) if len(errors) else None}
+    return agreement
+
+
 def summarise_dataset(per_seed: Sequence[Mapping[str, Any]], budget_seconds: float) -> dict[str, Any]:
     """The per-dataset block of compare.json: ratio statistics per baseline, figures per arm, anytime curves."""
     models = [m for record in per_seed for run in record["runs"].values() for m in run["models"]]
@@ -328,6 +346,7 @@ def summarise_dataset(per_seed: Sequence[Mapping[str, Any]], budget_seconds: flo
         anytime[arm] = {"mean": curves.mean(axis=0).tolist(), "min": curves.min(axis=0).tolist(),
                         "max": curves.max(axis=0).tolist()}
     return {"ratios": ratios, "arms": arms, "bounds": bounds, "anytime": anytime,
+            "estimates": estimate_agreement(models),
             "latency_budget_multiples": list(LATENCY_BUDGETS),
             "latency_budgets_ms": np.median([latency_budgets(r) for r in per_seed], axis=0).tolist(),
             "scores": [{"seed": r["seed"], **s} for r, s in zip(per_seed, scores)]}
@@ -664,6 +683,10 @@ def _ratio_line(label: str, stats: Mapping[str, Any]) -> str:
             f"| {per_seed} |")
 
 
+def _num(value: Any, spec: str) -> str:
+    return format(value, spec) if _finite(value) else "n/a"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     s = report["settings"]
     lines = [
@@ -738,6 +761,13 @@ def markdown(report: Mapping[str, Any]) -> str:
                                  ("first row after (s)", "first_row_seconds", ".1f"),
                                  ("wall time of the arm (s)", "wall_seconds", ".1f")]:
             lines.append(f"| {label} | " + " | ".join(_fmt(arms[a][key], spec) for a in ARMS) + " |")
+        estimates = block.get("estimates")
+        if estimates:
+            lines += ["", f"Estimates the arms ranked on against measurement here ({estimates['architectures']} "
+                      "distinct front architectures, every arm): " + "; ".join(
+                          f"{name_} Kendall tau {_num(estimates[key]['kendall_tau'], '+.2f')}, relative error median "
+                          f"{_num(estimates[key]['median_error'], '.1%')}, largest {_num(estimates[key]['largest_error'], '.1%')}"
+                          for key, name_ in (("latency_ms", "latency"), ("peak_memory_mb", "peak memory")))]
         lines += ["", f"![{name}: retrained fronts on test](compare_{name}_test_fronts.png)", "",
                   f"![{name}: anytime hypervolume on validation](compare_{name}_anytime.png)", ""]
     commands = report["settings"]["command"]

@@ -328,14 +328,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}, written to --output")
     p.add_argument("--seed", type=int, default=0, help="seed of the search, the data split and the recipe")
     p.add_argument("--max-searched", type=int, help="front members retrained at most (default: the plan's)")
+    p.add_argument("--minutes", type=float, help="the whole command's budget in minutes (default: the plan's 90); "
+                                                 "the search keeps its share of it")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, shared by every step")
     p.add_argument("--fashion-root", type=Path, default=FASHION_ROOT)
     p.add_argument("--output", type=Path, help=f"default: {RESULTS} (--quick: a temporary directory)")
     p.add_argument("--storage", type=Path, help="where the runs go (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the search's and the trials' directories")
     args = p.parse_args(argv)
-    if args.cpus < 1 or (args.max_searched is not None and args.max_searched < 1):
-        p.error("--cpus and --max-searched must be positive")
+    if args.cpus < 1 or (args.max_searched is not None and args.max_searched < 1) or (
+            args.minutes is not None and not args.minutes > 0):
+        p.error("--cpus, --max-searched and --minutes must be positive")
     return args
 
 
@@ -352,6 +355,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plan = QUICK if args.quick else PLAN
     if args.max_searched is not None:
         plan = dataclasses.replace(plan, max_searched=args.max_searched)
+    if args.minutes is not None:
+        share = plan.search_seconds / plan.budget_seconds
+        plan = dataclasses.replace(plan, budget_seconds=60 * args.minutes, search_seconds=60 * args.minutes * share)
     output = args.output or (Path(tempfile.mkdtemp(prefix="fmnist-e2e-quick-")) if args.quick else RESULTS)
     storage = args.storage or Path(tempfile.mkdtemp(prefix="fmnist-e2e-runs-"))
     started, load_start = time.time(), os.getloadavg()[0]
@@ -428,7 +434,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {"command": " ".join(["python benchmarks/fmnist_end_to_end.py",
                                           *(["--quick"] if args.quick else []), f"--seed {args.seed}",
                                           f"--cpus {args.cpus}",
-                                          *([f"--max-searched {args.max_searched}"] if args.max_searched else [])]),
+                                          *([f"--max-searched {args.max_searched}"] if args.max_searched else []),
+                                          *([f"--minutes {args.minutes:g}"] if args.minutes else [])]),
                      "cpus": args.cpus, "os_cpus": os.cpu_count(), "load_average_start": load_start,
                      "load_average_at_sizing": load_at_sizing,
                      "load_average_end": os.getloadavg()[0], "ray": ray.__version__, "torch": torch.__version__,

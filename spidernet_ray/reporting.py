@@ -35,11 +35,13 @@ from spidernet_ray.record import decode
 from spidernet_ray.results import (
     PANELS,
     chance_warning,
+    format_front_check,
     format_front_table,
     format_number,
     hypervolume_of,
     num_classes_of,
     pareto_front,
+    read_front_check,
     read_genealogy,
     plot_front,
     read_rows,
@@ -680,6 +682,9 @@ def write_report(run_dir: str | os.PathLike, hv_latency_ms: float | None = None,
     for rank, entry, path in architectures:
         lines += [f"### #{rank} `{entry.get('genome_hash')}`", "",
                   f"![architecture {rank}]({FIGURES_DIR}/{path.name})", ""]
+    check = read_front_check(data.run_dir)
+    if check:
+        lines += [format_front_check(check), ""]
     lines += ["## Retrained from scratch", ""]
     if data.retrained:
         first = data.retrained[0]

@@ -182,3 +182,17 @@ def test_the_quick_run_writes_the_comparison_end_to_end(ray_local, tmp_path):
         assert run["rows_reported"] >= run["rows_cut"] >= 0
         for retrained in run["models"]:
             assert 0 <= retrained["test_accuracy"] <= 1 and retrained["latency_ms"] > 0, retrained
+
+
+def test_estimate_agreement_is_over_distinct_architectures_and_ranks_and_sizes_them():
+    models = [  # estimated (search_*) against measured; "b" twice (two arms delivered it)
+        {"genome_hash": "a", "search_latency_ms": 1.0, "latency_ms": 2.0, "search_peak_memory_mb": 4.0, "peak_memory_mb": 4.0},
+        {"genome_hash": "b", "search_latency_ms": 2.0, "latency_ms": 3.0, "search_peak_memory_mb": 5.0, "peak_memory_mb": 5.0},
+        {"genome_hash": "b", "search_latency_ms": 2.0, "latency_ms": 3.0, "search_peak_memory_mb": 5.0, "peak_memory_mb": 5.0},
+        {"genome_hash": "c", "search_latency_ms": 3.0, "latency_ms": 2.5, "search_peak_memory_mb": 6.0, "peak_memory_mb": 3.0},
+    ]
+    agreement = compare.estimate_agreement(models)
+    assert agreement["architectures"] == 3
+    assert agreement["latency_ms"]["kendall_tau"] == pytest.approx(1 / 3)  # 2 of 3 pairs in order
+    assert agreement["latency_ms"]["median_error"] == pytest.approx(1 / 3)  # errors 0.5, 1/3, 0.2
+    assert agreement["peak_memory_mb"]["largest_error"] == pytest.approx(1.0)

@@ -166,3 +166,20 @@ def test_every_genealogy_entry_is_one_lineage_arrow_with_the_genealogys_own_labe
               if label is not None]
     assert clones == [(("t_a", 1), ("t_b", 2), "split c0 2->1"), (("t_b", 1), ("t_c", 2), "swap"),
                       (("t_c", 2), ("t_a", 3), "drop op")]
+
+
+def test_the_report_sets_the_fronts_estimates_against_their_measurement(tmp_path):
+    from spidernet_ray.results import front_check
+    from spidernet_ray.rundir import FRONT_CHECK_FILE, atomic_write_text
+
+    run_dir = make_run_dir(tmp_path / "tiny")
+    estimated = [{"genome_hash": "aaaa", "latency_ms": 2.0, "peak_memory_mb": 5.0},
+                 {"genome_hash": "bbbb", "latency_ms": 3.0, "peak_memory_mb": 6.0}]
+    measured = [{"latency_ms": 2.2, "latency_spread_ms": 0.1, "peak_memory_mb": 5.5, "memory_method": "cpu_profiler"},
+                {"latency_ms": 3.6, "latency_spread_ms": 0.1, "peak_memory_mb": 6.0, "memory_method": "cpu_profiler"}]
+    (run_dir / FRONT_CHECK_FILE).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / FRONT_CHECK_FILE, json.dumps(front_check(estimated, measured, device="cpu", threads=1)))
+    text = report.write_report(run_dir).read_text()
+    assert "Estimated against measured (2 front architectures" in text
+    assert "| `bbbb` | 3.000 | 3.600 | 6.0 | 6.0 |" in text
+    assert "latency: Kendall tau +1.00, relative error median 15.0%, largest 20.0%" in text
