@@ -20,10 +20,7 @@ the layout they train in.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -131,28 +128,9 @@ def tensor_bytes(tensors) -> int:
     return sum(storages.values())
 
 
-@contextlib.contextmanager
-def _native_output_dropped():
-    """Drop what native code writes to this process's stdout and stderr while the block runs: torch's
-    profiler (kineto) prints a ``USDT: ... profiler_start`` / ``profiler_stop`` line at each start and
-    stop, which Python's streams never see and so no line filter can catch."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        for fd, copy_ in zip((1, 2), saved):
-            os.dup2(copy_, fd)
-            os.close(copy_)
-
-
 def _peak_allocation_cpu(step: Callable[[], None]) -> int:
     """Highest level of CPU tensor bytes allocated by ``step`` above the level it started at."""
-    with _native_output_dropped(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     # The raw event list holds every allocation (+bytes) and free (-bytes); the aggregated
     # FunctionEvents fold most of them into their ops and lose the order we need.

@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -355,6 +356,25 @@ _WORKER_PREFIX = re.compile(r"^\s*(?:\x1b\[[0-9;]*m)*\([^()]*pid=[^()]*\)(?:\x1b
 def dropped_lines(verbose: int) -> tuple[str, ...]:
     """The starts of the lines a search at ``verbose`` does not print (see search_output)."""
     return RAY_HINTS + (WORKER_NOISE if verbose < 2 else ())
+
+
+@contextlib.contextmanager
+def native_output_dropped():
+    """Drop what native code writes to this process's stdout and stderr while the block runs: torch's
+    profiler (kineto, in the memory measurement) prints a ``USDT: ... profiler_start`` and
+    ``profiler_stop`` line at each use, which Python's streams never see, so no line filter catches them."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 class _LineFilter:

@@ -26,7 +26,7 @@ from spidernet_ray.costmodel import CostModel, measure_cost_model
 from spidernet_ray.data import DataSplits, load_dataset
 from spidernet_ray.genome import Genome, GenomeError, initial_genome
 from spidernet_ray.preflight import check_before_ray, check_cluster, check_reachable
-from spidernet_ray.progress import search_callback, search_output
+from spidernet_ray.progress import native_output_dropped, search_callback, search_output
 from spidernet_ray.rundir import COST_MODEL_FILE, FRONT_CHECK_FILE, atomic_write_text, restore_cut_short_snapshots
 from spidernet_ray.strategies import build_strategy
 from spidernet_ray.trainable import param_space
@@ -99,7 +99,8 @@ def on_quiet_device(config: SearchConfig, function, *args):
 
     threads = max(1, int(config.cpus_per_trial))
     if config.address is None and config.trial_gpus == 0:
-        return function(*args, "cpu", threads)
+        with native_output_dropped():
+            return function(*args, "cpu", threads)
     gpus = min(1.0, ray.cluster_resources().get("GPU", 0)) if config.trial_gpus > 0 else 0
 
     def remote(*args):

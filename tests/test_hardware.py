@@ -62,8 +62,9 @@ def test_a_disposable_model_is_measured_in_place_with_the_same_figures():
     copied = measure(net, DIGITS, batch_size=8, repeats=2)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     in_place = measure(net, DIGITS, batch_size=8, repeats=2, disposable=True)
-    figures = ("peak_memory_mb", "params", "flops")
-    assert [getattr(in_place, f) for f in figures] == [getattr(copied, f) for f in figures]
+    assert (in_place.params, in_place.flops) == (copied.params, copied.flops)
+    # The profiler's peak can differ by an allocator block (64 bytes seen after some other tests ran).
+    assert in_place.peak_memory_mb == pytest.approx(copied.peak_memory_mb, abs=256 / 2**20)
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())  # the step trained it
 
 
