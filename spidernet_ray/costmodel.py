@@ -1,20 +1,23 @@
-"""Measure once, estimate every round: a run's cost model of latency and peak training memory.
+"""Measure once, estimate every round: a run's cost model of latency, peak training memory, params
+and FLOPs.
 
 Measuring a network's latency and training-step memory takes a few tenths of a second, and pruning
 changes every member's network every round, so a search that measured every round paid that on
-every report. Instead, once per run and device, on a worker nothing else runs on:
+every report. Instead, once per run and device, with the device to itself (``tuner.on_quiet_device``):
 
-- every operation the search can place (op, channels, stride, resolution of the start genome's cells)
-  is measured alone: its forward latency at ``latency_batch_size`` and its peak memory over a forward
-  and backward pass at the training batch (``hardware.OpCostTable``);
-- a handful of networks drawn from the search space (every edge keeping a random number of its
-  candidates) are measured whole, and a least-squares line maps each network's sum of per-op costs to
-  its measured latency and peak memory (the line's offset is the stem, the heads and the glue).
+- every operation the search can place (op, channels, stride, resolution of the start genome's cells;
+  full width and, for the ops channel search narrows, one channel) is measured alone
+  (``hardware.OpCostTable``): forward latency at ``latency_batch_size``, the memory it adds to a
+  training step at the training batch, params and FLOPs;
+- a few networks drawn from the search space (splits, random subsets of each edge's ops, narrowed
+  widths) are measured whole, and non-negative least squares fits each figure on the network's summed
+  op cost, its edge count and a constant (the stem, the heads and the glue between ops).
 
 A round's estimate is then a table lookup and a sum (``CostModel.estimate``, well under a
 millisecond). Ops the table lacks (a macro mutation's new width) are measured on first use where the
 member runs. The model is stored in the run directory, so a resumed search reuses it; the networks
-of the final front are measured for real after the search (``tuner``), against these estimates.
+of the final front are measured for real after the search (``tuner.check_front``), against these
+estimates.
 """
 
 from __future__ import annotations
