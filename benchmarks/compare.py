@@ -294,18 +294,13 @@ def estimate_agreement(models: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """How well the latency and memory the arms ranked on (the row's figures: the run's cost-model
     estimates) agree with the measurement of the same architectures here: Kendall tau, and the median and
     largest relative error, over the distinct architectures of every arm's front."""
-    from scipy.stats import kendalltau
+    from spidernet_ray.results import agreement
 
     distinct = {m["genome_hash"]: m for m in models if _finite(m.get("search_latency_ms")) and _finite(m.get("latency_ms"))}
-    agreement = {"architectures": len(distinct)}
-    for metric in ("latency_ms", "peak_memory_mb"):
-        pairs = np.array([(m[f"search_{metric}"], m[metric]) for m in distinct.values()], float).reshape(-1, 2)
-        errors = np.abs(pairs[:, 0] / pairs[:, 1] - 1)
-        tau = kendalltau(pairs[:, 0], pairs[:, 1]).statistic if len(pairs) > 1 else math.nan
-        agreement[metric] = {"kendall_tau": None if math.isnan(tau) else float(tau),
-                             "median_error": float(np.median(errors)) if len(errors) else None,
-                             "largest_error": float(np.max(errors)) if len(errors) else None}
-    return agreement
+    return {"architectures": len(distinct),
+            **{metric: agreement([m[f"search_{metric}"] for m in distinct.values()],
+                                 [m[metric] for m in distinct.values()])
+               for metric in ("latency_ms", "peak_memory_mb")}}
 
 
 def summarise_dataset(per_seed: Sequence[Mapping[str, Any]], budget_seconds: float) -> dict[str, Any]:

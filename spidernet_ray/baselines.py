@@ -25,7 +25,7 @@ from spidernet_ray import checkpoint as ckpt
 from spidernet_ray.config import SearchConfig
 from spidernet_ray.data import DataSplits
 from spidernet_ray.genome import Genome, initial_genome
-from spidernet_ray.hardware import count_params, measure
+from spidernet_ray.hardware import count_params
 from spidernet_ray.ops import WIDTH_SITES
 from spidernet_ray.pareto import budget_violation
 from spidernet_ray.record import MemberReport

@@ -388,10 +388,7 @@ def _si(value: Any) -> str:
 def front_check(estimated: Sequence[Mapping[str, Any]], measured: Sequence[Mapping[str, Any]],
                 **about: Any) -> dict[str, Any]:
     """The front's networks, each estimated (a row of the search) and measured (``hardware.measure``,
-    same order), with how well the estimates rank and size them: Kendall tau and the median and
-    largest relative error, per metric (None with fewer than two networks)."""
-    from scipy.stats import kendalltau
-
+    same order), with how well the estimates rank and size them (``agreement``), per metric."""
     architectures = [
         {"genome_hash": e["genome_hash"], "latency_ms": e["latency_ms"], "measured_latency_ms": m["latency_ms"],
          "measured_latency_spread_ms": m["latency_spread_ms"], "peak_memory_mb": e["peak_memory_mb"],
@@ -400,16 +397,21 @@ def front_check(estimated: Sequence[Mapping[str, Any]], measured: Sequence[Mappi
     ]
     check = {**about, "architectures": architectures}
     for metric in ("latency_ms", "peak_memory_mb"):
-        guess = np.array([a[metric] for a in architectures], float)
-        truth = np.array([a[f"measured_{metric}"] for a in architectures], float)
-        errors = np.abs(guess / truth - 1) if len(truth) else np.array([])
-        tau = kendalltau(guess, truth).statistic if len(truth) > 1 else None
-        check[metric] = {
-            "kendall_tau": None if tau is None or math.isnan(tau) else float(tau),
-            "median_error": float(np.median(errors)) if len(errors) else None,
-            "largest_error": float(np.max(errors)) if len(errors) else None,
-        }
+        check[metric] = agreement([a[metric] for a in architectures], [a[f"measured_{metric}"] for a in architectures])
     return check
+
+
+def agreement(estimates: Sequence[float], measured: Sequence[float]) -> dict[str, float | None]:
+    """How well ``estimates`` rank and size what was ``measured`` (same order): Kendall tau, and the median
+    and largest relative error of the estimate (None where there are too few values)."""
+    from scipy.stats import kendalltau
+
+    guess, truth = np.asarray(estimates, float), np.asarray(measured, float)
+    errors = np.abs(guess / truth - 1)
+    tau = kendalltau(guess, truth).statistic if len(truth) > 1 else math.nan
+    return {"kendall_tau": None if math.isnan(tau) else float(tau),
+            "median_error": float(np.median(errors)) if len(errors) else None,
+            "largest_error": float(np.max(errors)) if len(errors) else None}
 
 
 def read_front_check(experiment_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -119,8 +119,6 @@ def _measure_cost_model(dense: Genome, config: SearchConfig, device: str, thread
 def run_cost_model(config: SearchConfig, splits: DataSplits, start_genome: Genome | None = None) -> CostModel:
     """The run's cost model (``costmodel``): read from the run directory when there is one (a resumed
     search), else measured now with the device to itself (``on_quiet_device``), and stored."""
-    import ray
-
     path = config.experiment_path / COST_MODEL_FILE
     if path.exists():
         return CostModel.from_json(path.read_text())
